@@ -1,0 +1,1 @@
+"""Certificates: test a theory's hypotheses on a concrete parameter point."""

@@ -1,0 +1,1 @@
+"""Named, reproducible studies."""

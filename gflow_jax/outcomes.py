@@ -1,0 +1,114 @@
+"""What became of a trajectory: the outcome codes and the stop rules, in one place.
+
+Every stopping decision of :func:`gflow_jax.gradient_flow`, :func:`gflow_jax.gradient_descent`
+and :func:`gflow_jax.run_ensemble` is made by :func:`classify`, evaluated on the current
+parameters θ: with ``L = L(θ)``, ``g = ‖∇L(θ)‖²`` and ``n = ‖θ‖`` (Euclidean norm over all
+trainable arrays),
+
+1. the model reports that its forward map is not well posed → ``ILL_POSED``
+   (a model opts in by defining ``well_posed(self) -> bool``, e.g. γ‖A‖₂ < 1 − margin);
+2. ``L``, ``g`` or ``n`` is non-finite, or ``n ≥ bound`` → ``DIVERGED``;
+3. ``L ≤ risk_tol`` → ``CONVERGED``;
+4. ``g ≤ grad_tol · (1 + L)`` → ``CRITICAL_POINT`` (stuck at a critical value ``L > risk_tol``);
+5. otherwise the trajectory goes on; if it ends at ``t1`` or ``max_steps`` → ``UNFINISHED``.
+
+The critical-point rule is absolute in ``g`` (not relative to ‖θ‖, unlike
+``diffrax.steady_state_event``), so it does not depend on the scale of the parameters.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
+
+from ._checks import positive_float
+
+
+class Outcome(enum.IntEnum):
+    """Per-trajectory outcome codes (stored as ``int8`` arrays)."""
+
+    UNFINISHED = 0
+    CONVERGED = 1
+    CRITICAL_POINT = 2
+    DIVERGED = 3
+    ILL_POSED = 4
+
+
+_DEFAULTS = {  # (risk_tol, grad_tol) by floating dtype
+    "float64": (1e-10, 1e-20),
+    "float32": (1e-7, 1e-14),
+    "float16": (1e-3, 1e-6),
+    "bfloat16": (1e-3, 1e-6),
+}
+
+
+class Stop(eqx.Module):
+    """Stop rules (see the module docstring).
+
+    - ``risk_tol``: ``L ≤ risk_tol`` is *converged* (risk units). Default by dtype:
+      ``1e-10`` in float64, ``1e-7`` in float32.
+    - ``grad_tol``: ``‖∇L‖² ≤ grad_tol·(1+L)`` is a *critical point*. Default ``1e-20``
+      in float64, ``1e-14`` in float32.
+    - ``bound``: ``‖θ‖ ≥ bound`` is *diverged* (default ``1e6``; ``inf`` disables it, as
+      needed to watch unbounded trajectories, Theorem C of MATH.md §1.5).
+    """
+
+    risk_tol: float | None = eqx.field(static=True, default=None)
+    grad_tol: float | None = eqx.field(static=True, default=None)
+    bound: float = eqx.field(static=True, default=1e6)
+
+    def __check_init__(self):
+        if self.risk_tol is not None:
+            positive_float("Stop.risk_tol", self.risk_tol)
+        if self.grad_tol is not None:
+            positive_float("Stop.grad_tol", self.grad_tol)
+        positive_float("Stop.bound", self.bound, allow_inf=True)
+
+    def resolve(self, dtype) -> Stop:
+        """Fill unset tolerances with the defaults for ``dtype``."""
+        risk_tol, grad_tol = _DEFAULTS.get(jnp.dtype(dtype).name, _DEFAULTS["float32"])
+        return Stop(
+            risk_tol=risk_tol if self.risk_tol is None else self.risk_tol,
+            grad_tol=grad_tol if self.grad_tol is None else self.grad_tol,
+            bound=self.bound,
+        )
+
+
+def classify(
+    risk: Float[ArrayLike, ""],
+    grad_sq: Float[ArrayLike, ""],
+    param_norm: Float[ArrayLike, ""],
+    well_posed: Bool[ArrayLike, ""],
+    stop: Stop,
+) -> Int[Array, ""]:
+    """The outcome code of a state (``UNFINISHED`` means: keep going)."""
+    if stop.risk_tol is None or stop.grad_tol is None:
+        raise ValueError("classify needs a resolved Stop; call stop.resolve(dtype) first.")
+    risk, grad_sq, param_norm = map(jnp.asarray, (risk, grad_sq, param_norm))
+    finite = jnp.isfinite(risk) & jnp.isfinite(grad_sq) & jnp.isfinite(param_norm)
+    code = jnp.where(
+        ~jnp.asarray(well_posed),
+        Outcome.ILL_POSED,
+        jnp.where(
+            ~finite | (param_norm >= stop.bound),
+            Outcome.DIVERGED,
+            jnp.where(
+                risk <= stop.risk_tol,
+                Outcome.CONVERGED,
+                jnp.where(
+                    grad_sq <= stop.grad_tol * (1 + risk),
+                    Outcome.CRITICAL_POINT,
+                    Outcome.UNFINISHED,
+                ),
+            ),
+        ),
+    )
+    return code.astype(jnp.int8)
+
+
+def outcome_names(codes: ArrayLike) -> list[str]:
+    """Names of outcome codes, e.g. ``['CONVERGED', 'DIVERGED']``."""
+    return [Outcome(int(c)).name for c in jnp.ravel(jnp.asarray(codes))]
