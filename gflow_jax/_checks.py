@@ -22,8 +22,10 @@ def positive_float(name: str, value, *, allow_inf: bool = False, hint: str = "")
         return value
     v = float(np.asarray(value))
     if math.isnan(v) or v <= 0 or (math.isinf(v) and not allow_inf):
-        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}positive number, "
-                         f"got {v}.{(' ' + hint) if hint else ''}")
+        raise ValueError(
+            f"{name} must be a {'' if allow_inf else 'finite '}positive number, "
+            f"got {v}.{(' ' + hint) if hint else ''}"
+        )
     return v
 
 

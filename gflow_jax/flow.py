@@ -75,9 +75,11 @@ def time_grid(t1: float, n_save: int = 100, decades: float = 6.0) -> Float[Array
     positive_float("t1", t1)
     n_save = positive_int("n_save", n_save, minimum=2)
     t1 = float(t1)
-    return jnp.concatenate(
+    grid = jnp.concatenate(
         [jnp.zeros(1), jnp.logspace(math.log10(t1) - decades, math.log10(t1), n_save - 1)]
     )
+    # 10**log10(t1) can round above t1 (e.g. t1 = 5), which diffrax rejects: pin it.
+    return grid.at[-1].set(t1)
 
 
 # ----------------------------------------------------------------------------------
@@ -144,7 +146,9 @@ def _validate(model, risk) -> tuple[PyTree, PyTree, Any]:
         raise ValueError("the model has no trainable floating-point arrays to integrate.")
     dtypes = {jnp.dtype(x.dtype) for x in leaves}
     if len(dtypes) != 1:
-        raise TypeError(f"all trainable arrays must share one dtype, got {sorted(map(str, dtypes))}.")
+        raise TypeError(
+            f"all trainable arrays must share one dtype, got {sorted(map(str, dtypes))}."
+        )
     out = jax.eval_shape(risk, model)  # surfaces shape errors with the model's message
     if getattr(out, "shape", None) != ():
         raise ValueError(f"risk(model) must return a scalar, got shape {out.shape}.")
@@ -193,6 +197,54 @@ def gradient_flow(
     Returns a :class:`Trajectory`. Everything runs in one jitted ``diffeqsolve``.
     """
     params, static, dtype = _validate(model, risk)
+    config, save_ts = flow_config(
+        dtype,
+        t1,
+        solver=solver,
+        controller=controller,
+        stop=stop,
+        n_save=n_save,
+        save_ts=save_ts,
+        save_path=save_path,
+        dt0=dt0,
+        max_steps=max_steps,
+        adjoint=adjoint,
+    )
+    return _gradient_flow(
+        params, static, risk, jnp.asarray(t1, dtype), save_ts, config, throw=bool(throw)
+    )
+
+
+class FlowConfig(eqx.Module):
+    """Resolved options of a gradient flow (all static: changing one recompiles)."""
+
+    solver: diffrax.AbstractSolver
+    controller: diffrax.AbstractStepSizeController
+    stop: Stop
+    adjoint: diffrax.AbstractAdjoint
+    dt0: float | None = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+    save_path: bool = eqx.field(static=True)
+
+
+def flow_config(
+    dtype,
+    t1,
+    *,
+    solver=None,
+    controller=None,
+    stop=None,
+    n_save=100,
+    save_ts=None,
+    save_path=False,
+    dt0=None,
+    max_steps=1_000_000,
+    adjoint=None,
+) -> tuple[FlowConfig, Float[Array, " n_save"]]:
+    """Validate the options of :func:`gradient_flow` and fill in the defaults.
+
+    Returns the :class:`FlowConfig` and the save times (in ``dtype``).
+    """
     t1 = positive_float("t1", t1, hint="Pass the final time of the flow, e.g. t1=1e4.")
     max_steps = positive_int("max_steps", max_steps)
     if save_ts is None:
@@ -204,35 +256,136 @@ def gradient_flow(
         if np.any(np.diff(save_ts) < 0) or save_ts[0] < 0 or save_ts[-1] > t1:
             raise ValueError("save_ts must be non-decreasing and lie in [0, t1].")
     if dt0 is not None:
-        positive_float("dt0", dt0)
-    stop = (Stop() if stop is None else stop).resolve(dtype)
-    solver = diffrax.Tsit5() if solver is None else solver
-    controller = default_controller(dtype) if controller is None else controller
-    adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-    return _gradient_flow(
-        params,
-        static,
-        risk,
-        jnp.asarray(t1, dtype),
-        jnp.asarray(save_ts, dtype),
-        solver=solver,
-        controller=controller,
-        stop=stop,
-        save_path=bool(save_path),
+        dt0 = positive_float("dt0", dt0)
+    if solver is not None and not isinstance(solver, diffrax.AbstractSolver):
+        raise TypeError(f"solver must be a diffrax.AbstractSolver, got {type(solver).__name__}.")
+    if controller is not None and not isinstance(controller, diffrax.AbstractStepSizeController):
+        raise TypeError("controller must be a diffrax.AbstractStepSizeController.")
+    if stop is not None and not isinstance(stop, Stop):
+        raise TypeError(f"stop must be a gflow_jax.Stop, got {type(stop).__name__}.")
+    config = FlowConfig(
+        solver=diffrax.Tsit5() if solver is None else solver,
+        controller=default_controller(dtype) if controller is None else controller,
+        stop=(Stop() if stop is None else stop).resolve(dtype),
+        adjoint=diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint,
         dt0=dt0,
         max_steps=max_steps,
-        adjoint=adjoint,
-        throw=bool(throw),
+        save_path=bool(save_path),
+    )
+    return config, jnp.asarray(save_ts, dtype)
+
+
+class _RecordNextStep(diffrax.AbstractAdaptiveStepSizeController):
+    """Wraps a step-size controller and records its proposed next step ``dt`` in its state.
+
+    Diffrax's ``Solution`` does not expose the controller's next step size, which is
+    needed to *resume* a solve exactly where it stopped (ensembles integrate in
+    segments). The wrapper changes nothing else.
+    """
+
+    inner: diffrax.AbstractStepSizeController
+
+    @property
+    def rtol(self):
+        return getattr(self.inner, "rtol", None)
+
+    @property
+    def atol(self):
+        return getattr(self.inner, "atol", None)
+
+    @property
+    def norm(self):
+        return getattr(self.inner, "norm", None)
+
+    def __check_init__(self):
+        pass
+
+    def wrap(self, direction):
+        return _RecordNextStep(self.inner.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return tnext, (state, tnext - t0)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        keep, tprev, tnext, jump, inner, result = self.inner.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, state[0]
+        )
+        return keep, tprev, tnext, jump, (inner, tnext - tprev), result
+
+
+class FlowState(eqx.Module):
+    """A resumable gradient-flow solve (one member; batched by ``vmap`` in ensembles).
+
+    Holds the time ``t``, parameters ``y``, the solver's and controller's states, the
+    proposed next step ``dt``, step counters and the diagnostics saved so far on the
+    save grid (NaN where not reached yet). ``finished`` is True once a stop rule fired,
+    ``t1`` was reached or the solver failed.
+    """
+
+    t: Array
+    y: PyTree
+    dt: Array
+    solver_state: PyTree
+    controller_state: PyTree
+    made_jump: Array
+    num_steps: Array
+    num_rejected: Array
+    saved: tuple[Array, Array, Array]
+    path: PyTree
+    finished: Array
+    failed: Array
+
+
+def _field(static, risk):
+    def field(t, y, args):
+        return jtu.tree_map(jnp.negative, risk_and_grad(y, static, risk)[1])
+
+    return diffrax.ODETerm(field)
+
+
+def init_flow_state(params, static, risk, t1, save_ts, config: FlowConfig) -> FlowState:
+    """The state of a flow at ``t = 0`` (controller and solver initialised as Diffrax does)."""
+    solver, controller, dt0 = config.solver, config.controller, config.dt0
+    term = _field(static, risk)
+    controller = _RecordNextStep(controller).wrap(1)
+    t0 = jnp.zeros_like(t1)
+    tnext, cstate = controller.init(
+        term, t0, t1, params, dt0, None, solver.func, solver.error_order(term)
+    )
+    tnext = jnp.minimum(tnext, t1)
+    sstate = solver.init(term, t0, tnext, params, None)
+    nan = jnp.full(save_ts.shape, jnp.nan, t1.dtype)
+    path = (
+        jtu.tree_map(lambda x: jnp.full(save_ts.shape + x.shape, jnp.nan, x.dtype), params)
+        if config.save_path
+        else None
+    )
+    return FlowState(
+        t=t0,
+        y=params,
+        dt=tnext - t0,
+        solver_state=sstate,
+        controller_state=cstate,
+        made_jump=jnp.asarray(False),
+        num_steps=jnp.zeros((), jnp.int32),
+        num_rejected=jnp.zeros((), jnp.int32),
+        saved=(nan, nan, nan),
+        path=path,
+        finished=jnp.asarray(False),
+        failed=jnp.asarray(False),
     )
 
 
-@eqx.filter_jit
-def _gradient_flow(
-    params, static, risk, t1, save_ts, *, solver, controller, stop, save_path, dt0, max_steps,
-    adjoint, throw,
-) -> Trajectory:
-    def field(t, y, args):
-        return jtu.tree_map(jnp.negative, risk_and_grad(y, static, risk)[1])
+def advance_flow(
+    state: FlowState, static, risk, t1, save_ts, config: FlowConfig, max_steps: int
+) -> FlowState:
+    """Continue a flow for at most ``max_steps`` solver steps (one ``diffeqsolve``).
+
+    Resuming from the returned state continues the same solve (same steps up to
+    round-off), which is how ensembles integrate in segments.
+    """
+    stop = config.stop
 
     def save_report(t, y, args):
         rep = diagnose(y, static, risk, stop)
@@ -241,63 +394,96 @@ def _gradient_flow(
     def should_stop(t, y, args, **kwargs):
         return diagnose(y, static, risk, stop).code != Outcome.UNFINISHED
 
-    subs = [diffrax.SubSaveAt(ts=save_ts, fn=save_report), diffrax.SubSaveAt(t1=True)]
+    # Save times already passed are clamped to t and their values discarded below.
+    seg_ts = jnp.maximum(save_ts, state.t)
+    subs = [diffrax.SubSaveAt(ts=seg_ts, fn=save_report), diffrax.SubSaveAt(t1=True)]
+    save_path = state.path is not None
     if save_path:
-        subs.append(diffrax.SubSaveAt(ts=save_ts))
+        subs.append(diffrax.SubSaveAt(ts=seg_ts))
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field),
-        solver,
-        t0=jnp.zeros_like(t1),
+        _field(static, risk),
+        config.solver,
+        t0=state.t,
         t1=t1,
-        dt0=dt0,
-        y0=params,
-        saveat=diffrax.SaveAt(subs=subs),
-        stepsize_controller=controller,
+        dt0=state.dt,
+        y0=state.y,
+        saveat=diffrax.SaveAt(subs=subs, solver_state=True, controller_state=True, made_jump=True),
+        stepsize_controller=_RecordNextStep(config.controller),
         event=diffrax.Event(should_stop),
         max_steps=max_steps,
-        adjoint=adjoint,
+        adjoint=config.adjoint,
+        solver_state=state.solver_state,
+        controller_state=state.controller_state,
+        made_jump=state.made_jump,
         throw=False,
     )
-    t_stop = sol.ts[1][0]
-    final = jtu.tree_map(lambda x: x[0], sol.ys[1])
-    report = diagnose(final, static, risk, stop)
-    if throw:
-        failed = ~(
-            (sol.result == diffrax.RESULTS.successful)
-            | (sol.result == diffrax.RESULTS.event_occurred)
-            | (sol.result == diffrax.RESULTS.max_steps_reached)
+    fresh = (save_ts > state.t) | ((save_ts == state.t) & (state.num_steps == 0))
+    filled = fresh & (sol.ts[0] < jnp.inf)
+    saved = tuple(jnp.where(filled, new, old) for new, old in zip(sol.ys[0], state.saved))
+    path = state.path
+    if save_path:
+        path = jtu.tree_map(
+            lambda new, old: jnp.where(filled.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+            sol.ys[2],
+            state.path,
         )
+    result = sol.result
+    ran_out = result == diffrax.RESULTS.max_steps_reached
+    ok = (result == diffrax.RESULTS.successful) | (result == diffrax.RESULTS.event_occurred)
+    return FlowState(
+        t=sol.ts[1][0],
+        y=jtu.tree_map(lambda x: x[0], sol.ys[1]),
+        dt=sol.controller_state[1],
+        solver_state=sol.solver_state,
+        controller_state=sol.controller_state,
+        made_jump=sol.made_jump,
+        num_steps=state.num_steps + sol.stats["num_steps"],
+        num_rejected=state.num_rejected + sol.stats["num_rejected_steps"],
+        saved=saved,
+        path=path,
+        finished=~ran_out,
+        failed=~(ok | ran_out),
+    )
+
+
+def finish_flow(
+    state: FlowState, params0, static, risk, save_ts, stop, *, throw: bool
+) -> Trajectory:
+    """Classify the final state and assemble the :class:`Trajectory`."""
+    report = diagnose(state.y, static, risk, stop)
+    t_stop = state.t
+    if throw:
         t_stop = eqx.error_if(
-            t_stop, failed & (report.code != Outcome.DIVERGED),
+            t_stop,
+            state.failed & (report.code != Outcome.DIVERGED),
             "gradient_flow: the ODE solver failed before any stop rule or t1 was reached "
             "(e.g. the step size underflowed). Loosen the controller's rtol/atol, use an "
             "implicit solver for stiff flows, or pass throw=False to get an UNFINISHED "
             "outcome instead.",
         )
-    risk_ts, grad_ts, norm_ts = sol.ys[0]
-    path = None
-    if save_path:
-        path = jtu.tree_map(
-            lambda x: jnp.where(
-                (save_ts <= t_stop).reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan
-            ),
-            sol.ys[2],
-        )
+    risk_ts, grad_ts, norm_ts = state.saved
     return Trajectory(
         ts=save_ts,
         risk=_mask_after(save_ts, risk_ts, t_stop),
         grad_norm=_mask_after(save_ts, grad_ts, t_stop),
         param_norm=_mask_after(save_ts, norm_ts, t_stop),
-        model=eqx.combine(final, static),
+        model=eqx.combine(state.y, static),
         outcome=report.code,
         t_stop=t_stop,
-        initial_risk=risk(eqx.combine(params, static)),
+        initial_risk=risk(eqx.combine(params0, static)),
         final_risk=report.risk,
         final_grad_norm=report.grad_norm,
-        num_steps=sol.stats["num_steps"],
-        num_rejected=sol.stats["num_rejected_steps"],
-        path=path,
+        num_steps=state.num_steps,
+        num_rejected=state.num_rejected,
+        path=state.path,
     )
+
+
+@eqx.filter_jit
+def _gradient_flow(params, static, risk, t1, save_ts, config: FlowConfig, *, throw) -> Trajectory:
+    state = init_flow_state(params, static, risk, t1, save_ts, config)
+    state = advance_flow(state, static, risk, t1, save_ts, config, config.max_steps)
+    return finish_flow(state, params, static, risk, save_ts, config.stop, throw=throw)
 
 
 # ----------------------------------------------------------------------------------
@@ -353,8 +539,9 @@ def gradient_descent(
 
 
 @eqx.filter_jit
-def _gradient_descent(params, static, risk, learning_rate, grid, *, optimizer, steps, stop,
-                      save_path) -> Trajectory:
+def _gradient_descent(
+    params, static, risk, learning_rate, grid, *, optimizer, steps, stop, save_path
+) -> Trajectory:
     n = grid.shape[0]
     dtype = jtu.tree_leaves(params)[0].dtype
     nan = jnp.full((n,), jnp.nan, dtype)
