@@ -38,8 +38,8 @@ class Outcome(enum.IntEnum):
 
 
 _DEFAULTS = {  # (risk_tol, grad_tol) by floating dtype
-    "float64": (1e-10, 1e-20),
-    "float32": (1e-7, 1e-14),
+    "float64": (1e-10, 1e-10),
+    "float32": (1e-7, 1e-6),
     "float16": (1e-3, 1e-6),
     "bfloat16": (1e-3, 1e-6),
 }
@@ -50,8 +50,13 @@ class Stop(eqx.Module):
 
     - ``risk_tol``: ``L ≤ risk_tol`` is *converged* (risk units). Default by dtype:
       ``1e-10`` in float64, ``1e-7`` in float32.
-    - ``grad_tol``: ``‖∇L‖² ≤ grad_tol·(1+L)`` is a *critical point*. Default ``1e-20``
-      in float64, ``1e-14`` in float32.
+    - ``grad_tol``: ``‖∇L‖² ≤ grad_tol·(1+L)`` is a *critical point*. Default ``1e-10``
+      in float64 (``‖∇L‖ ≲ 1e-5``), ``1e-6`` in float32. The flow can only resolve the
+      gradient to about ``rtol·‖θ‖`` times the local Lipschitz constant of ``∇L``: with
+      the default controller (``rtol = 1e-7``) an explicit solver stalls at gradients
+      of ``1e-7``–``1e-6`` near a critical point (its steps become stability-limited and
+      the error test is met relative to ``‖θ‖``). A tighter ``grad_tol`` needs a tighter
+      controller too.
     - ``bound``: ``‖θ‖ ≥ bound`` is *diverged* (default ``1e6``; ``inf`` disables it, as
       needed to watch unbounded trajectories, Theorem C of MATH.md §1.5).
     """

@@ -1,0 +1,89 @@
+"""The main job (``make demo``): what fraction of gradient flows reaches zero risk?
+
+Default experiment (seed 000, MATH.md §1.5 Theorem B): a one-hidden-layer ReLU network
+of width 8 on the affine target ``f(x) = 2x + 1`` with inputs uniform on ``[0, 1]``, the
+*exact* population risk (MATH.md §4), 64 standard-normal initialisations (output weights
+scaled by ``1/sqrt(width)``), gradient flow to ``t = 1e4`` in float64. Prints a Markdown
+table of outcomes and writes into ``--out``:
+
+- ``summary.md``: the table;
+- ``risk_curves.png``: risk vs time (log–log), coloured by outcome, and the histogram of
+  final risks;
+- ``ensemble.nc``: every trajectory's results (netCDF; ``gflow_jax.Ensemble.load``).
+
+Run ``python -m gflow_jax.demo --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gflow_jax.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="results/demo", help="output folder")
+    parser.add_argument("--n", type=int, default=64, help="number of initialisations")
+    parser.add_argument("--width", type=int, default=8, help="hidden width H")
+    parser.add_argument("--t1", type=float, default=1e4, help="final time of the flow")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import equinox as eqx
+
+    import gflow_jax as gf
+
+    risk = gf.PopulationRisk.uniform_1d(gf.Affine(2.0, 1.0), a=0.0, b=1.0)
+    width = args.width
+
+    def init(key):
+        model = gf.ShallowReLU(1, width, key=key)
+        return eqx.tree_at(lambda m: m.v, model, model.v / math.sqrt(width))
+
+    keys = jax.random.split(jax.random.key(args.seed), args.n)
+    start = time.perf_counter()
+    ens = gf.run_ensemble(init, risk, keys, args.t1)
+    elapsed = time.perf_counter() - start
+
+    header = (
+        f"# gflow_jax demo: {args.n} gradient flows, ShallowReLU width {width}, "
+        f"target 2x+1, exact population risk on U[0,1], t1 = {args.t1:g}\n\n"
+    )
+    conv = ens.fraction(gf.Outcome.CONVERGED)
+    lines = [
+        header,
+        ens.summary(),
+        "",
+        f"Fraction converged (risk <= 1e-10): {conv}",
+        f"Wall time: {elapsed:.1f} s (including compilation); "
+        f"solver steps: {ens.stats['useful_member_steps']}, waste {ens.stats['waste']:.2f}x.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "summary.md"), "w") as fh:
+        fh.write(text + "\n")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    gf.plots.risk_curves(ens, ax1)
+    ax1.set_title(f"gradient flow, width {width}, f(x) = 2x + 1")
+    gf.plots.final_risk_histogram(ens, ax2)
+    fig.savefig(os.path.join(args.out, "risk_curves.png"), dpi=120)
+    ens.save(os.path.join(args.out, "ensemble.nc"))
+    print(f"\nWrote {args.out}/summary.md, risk_curves.png and ensemble.nc")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
