@@ -3,6 +3,9 @@
 model → risk → flow → ensemble → storage → plots. The public API is re-exported here.
 """
 
+from . import plots
+from .certificates.rates import tail_rate
+from .ensemble import Ensemble, Fraction, run_ensemble, wilson_interval
 from .flow import (
     StateReport,
     Trajectory,
@@ -28,5 +31,8 @@ from .risks import (
     as_target,
     sample_data,
 )
+from .risks.exact1d import ExactUniform1DRisk
+from .risks.measures import AbstractMeasure, Gaussian, QuadratureError, Uniform
+from .risks.population import PopulationRisk
 
 __version__ = "0.1.0"

@@ -23,8 +23,11 @@ import time
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gflow_jax.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m gflow_jax.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", default="results/demo", help="output folder")
     parser.add_argument("--n", type=int, default=64, help="number of initialisations")
     parser.add_argument("--width", type=int, default=8, help="hidden width H")
@@ -38,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     import equinox as eqx
+    import matplotlib.pyplot as plt
 
     import gflow_jax as gf
 

@@ -38,7 +38,6 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ._checks import positive_int
 from .flow import (
     FlowConfig,
-    FlowState,
     Trajectory,
     _gradient_descent,
     _validate,
@@ -149,7 +148,8 @@ class Ensemble(eqx.Module):
     def summary(self) -> str:
         """A Markdown table: per outcome, count, fraction [95 % CI], medians."""
         rows = [
-            "| outcome | count | fraction [95% CI] | median final risk | median steps | median t_stop |",
+            "| outcome | count | fraction [95% CI] | median final risk | median steps "
+            "| median t_stop |",
             "|---|---:|---|---:|---:|---:|",
         ]
         outcome = np.asarray(self.outcome)
@@ -164,7 +164,9 @@ class Ensemble(eqx.Module):
                 f"{np.median(np.asarray(self.num_steps)[sel]):.0f} | "
                 f"{np.median(np.asarray(self.t_stop)[sel]):.4g} |"
             )
-        rows.append(f"| **all** | {len(self)} | | | {np.median(np.asarray(self.num_steps)):.0f} | |")
+        rows.append(
+            f"| **all** | {len(self)} | | | {np.median(np.asarray(self.num_steps)):.0f} | |"
+        )
         return "\n".join(rows)
 
     def to_xarray(self):
@@ -258,7 +260,9 @@ class Ensemble(eqx.Module):
             _, unravel = ravel_pytree(params)
             models = eqx.combine(jax.vmap(unravel)(fields["final_params"]), static)
         stats = {
-            k[len("stats_") :]: v for k, v in ds.attrs.items() if k.startswith("stats_")
+            k[len("stats_") :]: (v.item() if hasattr(v, "item") else v)
+            for k, v in ds.attrs.items()
+            if k.startswith("stats_")
         }
         return cls(
             ts=jnp.asarray(ds["time"].values),
@@ -273,12 +277,8 @@ def _ensemble_from_trajectories(traj: Trajectory, params: Any, method: str, stat
     from .certificates.rates import tail_rate
 
     final_params = jax.vmap(lambda p: ravel_pytree(p)[0])(partition(traj.model)[0])
-    rate, r2 = jax.vmap(tail_rate)(
-        jnp.broadcast_to(traj.ts, traj.risk.shape), traj.risk
-    )
-    init_norm = jax.vmap(lambda p: jnp.sqrt(sum(jnp.sum(x**2) for x in jtu.tree_leaves(p))))(
-        params
-    )
+    rate, r2 = jax.vmap(tail_rate)(jnp.broadcast_to(traj.ts, traj.risk.shape), traj.risk)
+    init_norm = jax.vmap(lambda p: jnp.sqrt(sum(jnp.sum(x**2) for x in jtu.tree_leaves(p))))(params)
     final_norm = jnp.linalg.norm(final_params, axis=-1)
     max_norm = jnp.maximum(jnp.nanmax(traj.param_norm, axis=-1), final_norm)
     ts = traj.ts if traj.ts.ndim == 1 else traj.ts[0]
@@ -507,8 +507,19 @@ def run_ensemble(
             if t1 is None:
                 raise ValueError("method='flow' needs t1, the final time of the flow.")
             traj, stats = _run_flow(
-                params, frozen, rest, risk, t1, dtype, chunk_size, segment_steps, compact,
-                mesh, n_dev, bar, options,
+                params,
+                frozen,
+                rest,
+                risk,
+                t1,
+                dtype,
+                chunk_size,
+                segment_steps,
+                compact,
+                mesh,
+                n_dev,
+                bar,
+                options,
             )
     finally:
         if bar is not None:
@@ -541,8 +552,16 @@ def _run_gd(params, frozen, rest, risk, dtype, chunk_size, bar, options):
     for start in range(0, batch, chunk_size):
         idx = np.arange(start, start + chunk_size).clip(max=batch - 1)
         out = _descend_pool(
-            _take(params, idx), _take(frozen, idx), rest, risk, jnp.asarray(learning_rate, dtype),
-            grid, optimizer=optimizer, steps=steps, stop=stop, save_path=save_path,
+            _take(params, idx),
+            _take(frozen, idx),
+            rest,
+            risk,
+            jnp.asarray(learning_rate, dtype),
+            grid,
+            optimizer=optimizer,
+            steps=steps,
+            stop=stop,
+            save_path=save_path,
         )
         n = min(chunk_size, batch - start)
         pieces.append(_take(out, slice(0, n)))
@@ -554,8 +573,21 @@ def _run_gd(params, frozen, rest, risk, dtype, chunk_size, bar, options):
     return traj, stats
 
 
-def _run_flow(params, frozen, rest, risk, t1, dtype, chunk_size, segment_steps, compact, mesh,
-              n_dev, bar, options):
+def _run_flow(
+    params,
+    frozen,
+    rest,
+    risk,
+    t1,
+    dtype,
+    chunk_size,
+    segment_steps,
+    compact,
+    mesh,
+    n_dev,
+    bar,
+    options,
+):
     config, save_ts = flow_config(dtype, t1, **options)
     t1 = jnp.asarray(t1, dtype)
     batch = jtu.tree_leaves(params)[0].shape[0]
@@ -570,13 +602,12 @@ def _run_flow(params, frozen, rest, risk, t1, dtype, chunk_size, segment_steps, 
     for start in range(0, batch, cap):
         idx = np.arange(start, start + cap).clip(max=batch - 1)
         out = jax.device_get(
-            _init_pool(_take(params, idx), _take(frozen, idx), rest, risk, t1, save_ts, config,
-                       mesh)
+            _init_pool(
+                _take(params, idx), _take(frozen, idx), rest, risk, t1, save_ts, config, mesh
+            )
         )
         if store is None:
-            store = jtu.tree_map(
-                lambda x: np.empty((batch + 1,) + x.shape[1:], x.dtype), out
-            )
+            store = jtu.tree_map(lambda x: np.empty((batch + 1,) + x.shape[1:], x.dtype), out)
         n = min(cap, batch - start)
         store = _put(store, np.arange(start, start + n), _take(out, slice(0, n)))
     store = _put(store, np.array([batch]), _take(store, np.array([0])))
@@ -630,8 +661,13 @@ def _run_flow(params, frozen, rest, risk, t1, dtype, chunk_size, segment_steps, 
     for start in range(0, batch, cap):
         idx = np.arange(start, start + cap).clip(max=batch - 1)
         out = _finish_pool(
-            jax.device_put(_take(store, idx)), _take(params, idx), _take(frozen, idx), rest, risk,
-            save_ts, config.stop,
+            jax.device_put(_take(store, idx)),
+            _take(params, idx),
+            _take(frozen, idx),
+            rest,
+            risk,
+            save_ts,
+            config.stop,
         )
         pieces.append(_take(out, slice(0, min(cap, batch - start))))
     traj = jtu.tree_map(lambda *xs: jnp.concatenate(xs), *pieces)

@@ -419,7 +419,9 @@ def advance_flow(
     )
     fresh = (save_ts > state.t) | ((save_ts == state.t) & (state.num_steps == 0))
     filled = fresh & (sol.ts[0] < jnp.inf)
-    saved = tuple(jnp.where(filled, new, old) for new, old in zip(sol.ys[0], state.saved))
+    saved = tuple(
+        jnp.where(filled, new, old) for new, old in zip(sol.ys[0], state.saved, strict=True)
+    )
     path = state.path
     if save_path:
         path = jtu.tree_map(
@@ -461,7 +463,20 @@ def finish_flow(
             "implicit solver for stiff flows, or pass throw=False to get an UNFINISHED "
             "outcome instead.",
         )
-    risk_ts, grad_ts, norm_ts = state.saved
+    # A stop rule met at t = 0 ends the solve before any step, so Diffrax saves nothing;
+    # the save times equal to t_stop then get the (exactly known) final state.
+    at_stop = (save_ts == state.t) & jnp.isnan(state.saved[0])
+    finals = (report.risk, report.grad_norm, report.param_norm)
+    risk_ts, grad_ts, norm_ts = (
+        jnp.where(at_stop, new, old) for new, old in zip(finals, state.saved, strict=True)
+    )
+    path = state.path
+    if path is not None:
+        path = jtu.tree_map(
+            lambda old, new: jnp.where(at_stop.reshape((-1,) + (1,) * new.ndim), new, old),
+            path,
+            state.y,
+        )
     return Trajectory(
         ts=save_ts,
         risk=_mask_after(save_ts, risk_ts, t_stop),
@@ -475,7 +490,7 @@ def finish_flow(
         final_grad_norm=report.grad_norm,
         num_steps=state.num_steps,
         num_rejected=state.num_rejected,
-        path=state.path,
+        path=path,
     )
 
 
@@ -493,7 +508,10 @@ def _gradient_flow(params, static, risk, t1, save_ts, config: FlowConfig, *, thr
 
 def step_grid(steps: int, n_save: int = 100) -> np.ndarray:
     """Save steps for GD: ``0`` and up to ``n_save − 1`` log-spaced distinct ``k ≤ steps``."""
-    grid = np.unique(np.round(np.logspace(0, math.log10(max(steps, 1)), n_save - 1)))
+    steps = positive_int("steps", steps)
+    n_save = positive_int("n_save", n_save, minimum=2)
+    grid = np.round(np.logspace(0, math.log10(steps), n_save - 1))
+    grid[-1] = steps  # np.logspace(0, x, 1) is [1], not [steps]: always keep the last step
     return np.unique(np.concatenate([[0], grid])).astype(np.int64)
 
 

@@ -71,7 +71,13 @@ NAMES = ["converged", "critical", "nan", "unfinished", "generic"]
 def mixed(risk):
     init, keys = _table_init(NAMES)
     ens = run_ensemble(
-        init, risk, keys, T1, chunk_size=CHUNK, segment_steps=SEGMENT, n_save=N_SAVE,
+        init,
+        risk,
+        keys,
+        T1,
+        chunk_size=CHUNK,
+        segment_steps=SEGMENT,
+        n_save=N_SAVE,
         progress=False,
     )
     return init, keys, ens
@@ -105,7 +111,13 @@ def test_nan_member_does_not_touch_the_others(risk, mixed):
     names = [n for n in NAMES if n != "nan"]
     init, keys = _table_init(names)
     clean = run_ensemble(
-        init, risk, keys, T1, chunk_size=CHUNK, segment_steps=SEGMENT, n_save=N_SAVE,
+        init,
+        risk,
+        keys,
+        T1,
+        chunk_size=CHUNK,
+        segment_steps=SEGMENT,
+        n_save=N_SAVE,
         progress=False,
     )
     rows = np.array([NAMES.index(n) for n in names])
@@ -120,8 +132,15 @@ def test_nan_member_does_not_touch_the_others(risk, mixed):
 def test_compaction_off_gives_same_results(risk, mixed):
     init, keys, ens = mixed
     lockstep = run_ensemble(
-        init, risk, keys, T1, chunk_size=CHUNK, segment_steps=SEGMENT, n_save=N_SAVE,
-        compact=False, progress=False,
+        init,
+        risk,
+        keys,
+        T1,
+        chunk_size=CHUNK,
+        segment_steps=SEGMENT,
+        n_save=N_SAVE,
+        compact=False,
+        progress=False,
     )
     np.testing.assert_array_equal(lockstep.outcome, ens.outcome)
     ok = np.isfinite(ens.final_risk)
@@ -132,7 +151,13 @@ def test_compaction_off_gives_same_results(risk, mixed):
 def test_same_keys_same_results_bitwise(risk, mixed):
     init, keys, ens = mixed
     again = run_ensemble(
-        init, risk, keys, T1, chunk_size=CHUNK, segment_steps=SEGMENT, n_save=N_SAVE,
+        init,
+        risk,
+        keys,
+        T1,
+        chunk_size=CHUNK,
+        segment_steps=SEGMENT,
+        n_save=N_SAVE,
         progress=False,
     )
     for name in ("outcome", "final_risk", "risk", "num_steps", "t_stop", "final_params"):
@@ -190,7 +215,14 @@ def test_gd_ensemble_matches_gradient_descent(risk):
     init = lambda key: gf.ShallowReLU(1, 3, key=key)
     keys = jax.random.split(jax.random.key(3), 3)
     ens = run_ensemble(
-        init, risk, keys, method="gd", learning_rate=0.05, steps=300, n_save=8, chunk_size=2,
+        init,
+        risk,
+        keys,
+        method="gd",
+        learning_rate=0.05,
+        steps=300,
+        n_save=8,
+        chunk_size=2,
         progress=False,
     )
     for i in range(3):
@@ -236,17 +268,23 @@ _TWO_DEVICES = textwrap.dedent(
 
 @pytest.mark.slow
 def test_two_devices_same_results(risk):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
     out = subprocess.run(
-        [sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True, text=True,
-        timeout=600, check=True,
+        [sys.executable, "-c", _TWO_DEVICES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     two = json.loads(out.stdout.strip().splitlines()[-1])
     init = lambda key: gf.ShallowReLU(1, 3, key=key)
     keys = jax.random.split(jax.random.key(11), 6)
-    one = run_ensemble(init, risk, keys, 5.0, chunk_size=4, segment_steps=32, n_save=8,
-                       progress=False)
+    one = run_ensemble(
+        init, risk, keys, 5.0, chunk_size=4, segment_steps=32, n_save=8, progress=False
+    )
     np.testing.assert_array_equal(two["outcome"], np.asarray(one.outcome))
     # (all members are unfinished at t1 = 5: equal to the solver's tolerance)
     np.testing.assert_allclose(two["final_risk"], np.asarray(one.final_risk), rtol=1e-5)

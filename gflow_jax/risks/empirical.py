@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .._checks import is_concrete
 from .base import AbstractRisk
 
 
@@ -44,16 +44,16 @@ class EmpiricalRisk(AbstractRisk):
         for name, arr in (("x", x), ("y", y)):
             if not jnp.issubdtype(arr.dtype, jnp.floating):
                 raise TypeError(f"{name} must be a floating array, got dtype {arr.dtype}.")
-            if not bool(jnp.all(jnp.isfinite(arr))):
+            if is_concrete(arr) and not bool(jnp.all(jnp.isfinite(arr))):  # skip under jit
                 raise ValueError(f"{name} contains NaN or inf; clean the data first.")
         n = x.shape[0]
         if weights is None:
             weights = jnp.full((n,), 1.0 / n, x.dtype)
         else:
             weights = jnp.asarray(weights, x.dtype)
-            w = np.asarray(weights)
-            if w.shape != (n,):
-                raise ValueError(f"weights must have shape ({n},), got {w.shape}.")
+            if weights.shape != (n,):
+                raise ValueError(f"weights must have shape ({n},), got {weights.shape}.")
+            w = np.asarray(weights) if is_concrete(weights) else np.ones(n)  # jit: no check
             if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
                 raise ValueError("weights must be finite, non-negative and not all zero.")
         self.x, self.y, self.weights = x, y.astype(x.dtype), weights
@@ -75,4 +75,3 @@ class EmpiricalRisk(AbstractRisk):
     @property
     def num_samples(self) -> int:
         return self.x.shape[0]
-

@@ -116,7 +116,7 @@ class PiecewiseLinear(AbstractTarget):
         return (ky[i] + slope * (u - kx[i]))[:, None]
 
     def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-        kx, ky = np.asarray(self.knots_x), np.asarray(self.knots_y)
+        kx = np.asarray(self.knots_x)
         inner = kx[(kx > a) & (kx < b)]
         s = np.concatenate([[a], inner, [b]])
         return s, np.asarray(self(jnp.asarray(s)))[:, 0]
@@ -160,6 +160,8 @@ def sample_data(
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}.")
+    if isinstance(d_in, bool) or not isinstance(d_in, (int, np.integer)) or d_in < 1:
+        raise ValueError(f"d_in must be >= 1 (an int), got {d_in!r}.")
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise ValueError(f"need finite low < high, got low={low}, high={high}.")
     dtype = jnp.zeros(()).dtype if dtype is None else dtype

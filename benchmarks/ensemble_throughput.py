@@ -1,0 +1,226 @@
+"""Ensemble throughput: Python loop vs plain ``vmap`` vs the compacting engine.
+
+Workload (PERFORMANCE.md's W): ShallowReLU, d_in = 1, width 16, affine target 2x + 1 on
+[0, 1], N(0, 1) initialisation with output weights scaled by 1/sqrt(16), float64,
+Tsit5 + PIDController(rtol=1e-7, atol=1e-10) (the library defaults), gradient flow to
+``--t1``. Two risks: (a) the exact population risk, (b) the empirical risk on 64 evenly
+spaced points.
+
+For each ensemble size B and risk, measured in one run:
+
+- ``loop``: a Python loop of jitted single solves (``gflow_jax.gradient_flow``), timed on
+  ``--loop-sample`` members (members are i.i.d., so trajectories/s extrapolates);
+- ``vmap``: ``jax.jit(jax.vmap(solve))`` — one lockstep while-loop that runs until the
+  slowest member finishes. It is run in full when B ≤ ``--vmap-full``; otherwise its
+  time is *estimated* as (measured cost of one lockstep step at batch B) × (the slowest
+  member's step count, known from the engine's run of the same solves);
+- ``engine``: ``gflow_jax.run_ensemble`` (segment-and-compact with refill).
+
+Reported: trajectories/s, member-steps (useful = Σ steps of members; evaluated = batch ×
+lockstep steps), ``waste`` = evaluated / useful, and the speed-up over the loop. Each
+solver step costs 6 vector-field evaluations (Tsit5, FSAL) + 1 for the stop rule.
+Compilation is excluded (every variant is warmed up first on the same shapes).
+
+    python -m benchmarks.ensemble_throughput --sizes 256 1024 4096 --t1 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import gflow_jax as gf  # noqa: E402
+from gflow_jax.flow import _gradient_flow, _validate, flow_config  # noqa: E402
+
+WIDTH = 16
+
+
+def init(key):
+    model = gf.ShallowReLU(1, WIDTH, key=key)
+    return eqx.tree_at(lambda m: m.v, model, model.v / math.sqrt(WIDTH))
+
+
+def risks():
+    target = gf.Affine(2.0, 1.0)
+    x, y = gf.sample_data(target, 64)
+    return {
+        "exact population": gf.PopulationRisk.uniform_1d(target, 0.0, 1.0),
+        "empirical (64 pts)": gf.EmpiricalRisk(x, y),
+    }
+
+
+def _vmapped_solver(risk, t1, max_steps, n_save):
+    model = init(jax.random.key(0))
+    params, static, dtype = _validate(model, risk)
+    config, save_ts = flow_config(dtype, t1, max_steps=max_steps, n_save=n_save)
+    t1 = jnp.asarray(t1, dtype)
+
+    @eqx.filter_jit
+    def solve(keys):
+        def one(key):
+            p, s = gf.partition(init(key))
+            return _gradient_flow(p, s, risk, t1, save_ts, config, throw=False)
+
+        return jax.vmap(one)(keys)
+
+    return solve
+
+
+def bench_one(name, risk, B, args, key):
+    keys = jax.random.split(key, B)
+    row = {"risk": name, "B": B, "t1": args.t1}
+
+    # engine (warm-up on the same shapes first: compilation excluded)
+    opts = dict(
+        chunk_size=args.chunk,
+        segment_steps=args.segment,
+        n_save=args.n_save,
+        max_steps=args.max_steps,
+        progress=False,
+    )
+    gf.run_ensemble(init, risk, keys[: 2 * args.chunk], args.t1, **opts)  # compiles pool sizes
+    t = time.perf_counter()
+    ens = gf.run_ensemble(init, risk, keys, args.t1, **opts)
+    engine_s = time.perf_counter() - t
+    steps = np.asarray(ens.num_steps)
+    row.update(
+        engine_s=engine_s,
+        engine_traj_per_s=B / engine_s,
+        useful_member_steps=int(steps.sum()),
+        engine_evaluated=ens.stats["evaluated_member_steps"],
+        engine_waste=ens.stats["waste"],
+        steps_median=float(np.median(steps)),
+        steps_p90=float(np.percentile(steps, 90)),
+        steps_max=int(steps.max()),
+        rejected_fraction=float(np.sum(ens.num_rejected) / max(steps.sum(), 1)),
+        converged=ens.fraction().estimate,
+        hit_max_steps=int(np.sum(steps >= args.max_steps)),
+    )
+
+    # loop of jitted single solves on a sample
+    n_loop = min(args.loop_sample, B)
+    gf.gradient_flow(
+        init(keys[0]), risk, args.t1, n_save=args.n_save, max_steps=args.max_steps, throw=False
+    )
+    t = time.perf_counter()
+    for i in range(n_loop):
+        tr = gf.gradient_flow(
+            init(keys[i]), risk, args.t1, n_save=args.n_save, max_steps=args.max_steps, throw=False
+        )
+        tr.final_risk.block_until_ready()
+    loop_s = time.perf_counter() - t
+    row.update(
+        loop_sample=n_loop,
+        loop_traj_per_s=n_loop / loop_s,
+        loop_us_per_step=1e6 * loop_s / max(int(steps[:n_loop].sum()), 1),
+    )
+
+    # plain vmap: full run, or lockstep step cost x slowest member
+    probe_steps = args.probe_steps
+    probe = _vmapped_solver(risk, args.t1, probe_steps, args.n_save)
+    jax.block_until_ready(probe(keys))
+    t = time.perf_counter()
+    out = jax.block_until_ready(probe(keys))
+    probe_s = time.perf_counter() - t
+    lockstep = int(np.max(np.asarray(out.num_steps)))
+    per_lockstep_step = probe_s / max(lockstep, 1)
+    if B <= args.vmap_full:
+        full = _vmapped_solver(risk, args.t1, args.max_steps, args.n_save)
+        jax.block_until_ready(full(keys))
+        t = time.perf_counter()
+        out = jax.block_until_ready(full(keys))
+        vmap_s = time.perf_counter() - t
+        vmap_kind = "measured"
+    else:
+        vmap_s = per_lockstep_step * int(steps.max())
+        vmap_kind = "estimated"
+    row.update(
+        vmap_s=vmap_s,
+        vmap_kind=vmap_kind,
+        vmap_traj_per_s=B / vmap_s,
+        vmap_waste=B * int(steps.max()) / max(int(steps.sum()), 1),
+        vmap_us_per_lockstep_step=1e6 * per_lockstep_step,
+    )
+    row["engine_vs_loop"] = row["engine_traj_per_s"] / row["loop_traj_per_s"]
+    row["engine_vs_vmap"] = row["engine_traj_per_s"] / row["vmap_traj_per_s"]
+    return row
+
+
+def markdown(rows, meta) -> str:
+    out = [
+        f"Machine: {meta['machine']}, {meta['devices']} JAX device(s); t1 = {meta['t1']}, "
+        f"pool {meta['chunk']}, segment {meta['segment']} steps, max_steps {meta['max_steps']}.",
+        "",
+        "| risk | B | steps median / p90 / max | rejected | loop traj/s | vmap traj/s "
+        "| engine traj/s | engine / loop | engine / vmap | waste vmap | waste engine |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['risk']} | {r['B']} | {r['steps_median']:.0f} / {r['steps_p90']:.0f} / "
+            f"{r['steps_max']} | {r['rejected_fraction']:.0%} | {r['loop_traj_per_s']:.2f} | "
+            f"{r['vmap_traj_per_s']:.2f} ({r['vmap_kind']}) | {r['engine_traj_per_s']:.2f} | "
+            f"{r['engine_vs_loop']:.1f}x | {r['engine_vs_vmap']:.1f}x | "
+            f"{r['vmap_waste']:.1f}x | {r['engine_waste']:.2f}x |"
+        )
+    return "\n".join(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
+    p.add_argument("--t1", type=float, default=100.0)
+    p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--segment", type=int, default=1024)
+    p.add_argument("--n-save", type=int, default=32)
+    p.add_argument("--max-steps", type=int, default=200_000)
+    p.add_argument("--loop-sample", type=int, default=32)
+    p.add_argument("--probe-steps", type=int, default=300)
+    p.add_argument("--vmap-full", type=int, default=256)
+    p.add_argument("--risks", nargs="+", default=None, help="subset of risk names")
+    p.add_argument("--out", default="benchmarks/out")
+    args = p.parse_args(argv)
+
+    rows = []
+    for name, risk in risks().items():
+        if args.risks and not any(name.startswith(r) for r in args.risks):
+            continue
+        for B in args.sizes:
+            row = bench_one(name, risk, B, args, jax.random.key(B))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    meta = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "devices": len(jax.devices()),
+        "t1": args.t1,
+        "chunk": args.chunk,
+        "segment": args.segment,
+        "max_steps": args.max_steps,
+        "jax": jax.__version__,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "ensemble_throughput.json"), "w") as fh:
+        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+    table = markdown(rows, meta)
+    with open(os.path.join(args.out, "ensemble_throughput.md"), "w") as fh:
+        fh.write(table + "\n")
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

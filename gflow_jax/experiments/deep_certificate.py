@@ -1,0 +1,472 @@
+"""Study: how often does Chatterjee's ball criterion certify a deep network, and is it right?
+
+MATH.md §3. For ``n`` linearly independent unit inputs in ``R^d``
+(:func:`gflow_jax.models.deep.linearly_independent_data`; ``n > d`` cells break the
+hypothesis on purpose) and a :class:`gflow_jax.models.deep.DeepMLP` of depth ``L``, each
+seed draws an initialisation under a *scheme* (``"positive:M"``: Chatterjee's positive
+initialisation with output scale ``M``; ``"lecun"``, ``"he"``, ``"ntk"``: Gaussian), then
+
+1. **certificate** — :func:`gflow_jax.certificates.ball.batched_ball_criterion` at radii
+   ``r = c · r_0`` for ``c`` in ``radius_factors``, where ``r_0 = 2√(f(θ_0)/ρ(θ_0))`` and
+   ``ρ = ‖∇f‖²/f`` at the centre (no radius below ``r_0`` can pass, since ``α ≤ ρ(θ_0)``).
+   *Certified* = the ESTIMATED criterion ``4 f(θ_0) < r² α̂`` holds at some scanned ``r``.
+   Besides the centre, random points and the adversarial search, ``α̂`` also sees the
+   flow's end point when it lies in the ball (a point of an actual flow, as
+   ``trajectory=`` in :func:`~gflow_jax.certificates.ball.ball_criterion`; it can only
+   lower ``α̂``, i.e. make the certificate more conservative);
+2. **flow** — :func:`gflow_jax.ensemble.run_ensemble` integrates the gradient flow of every
+   seed to ``t1`` (run first, so its end points can enter step 1); *converged* = outcome
+   ``CONVERGED`` (``f ≤ risk_tol``).
+
+**Loss normalisation.** :class:`gflow_jax.EmpiricalRisk` with default weights is the mean
+squared error ``f(θ) = (1/n) Σ_i (N_θ(x_i) − y_i)²``, MATH.md §3.3's form. Other
+normalisations rescale ``f`` by a constant ``c`` and time by ``1/c``: ``α`` and ``β``
+scale by ``c`` and the criterion ``4f < r²α`` is unchanged.
+
+The per-cell result is an ``xarray.Dataset`` (dims ``scheme``, ``depth``, ``n``, ``seed``,
+``radius_factor``) with the fractions certified and converged (Wilson 95 % intervals), the
+2×2 certified × converged counts, median observed rates and ``α̂``. :func:`plot` draws both
+fractions against ``n/d``; :func:`table` renders a Markdown table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ..certificates.ball import (
+    batched_ball_criterion,
+    certification_table,
+)
+from ..ensemble import run_ensemble, wilson_interval
+from ..models.activations import ACTIVATIONS
+from ..models.base import partition
+from ..models.deep import DeepMLP, linearly_independent_data
+from ..outcomes import Outcome, Stop
+from ..risks.empirical import EmpiricalRisk
+
+__all__ = ["DeepCertificateConfig", "parse_scheme", "plot", "run", "table"]
+
+_GAUSSIAN = ("lecun", "he", "ntk")
+
+
+def parse_scheme(scheme: str) -> tuple[str, float]:
+    """``"positive:100"`` → ``("positive", 100.0)``; ``"lecun"`` → ``("lecun", 1.0)``.
+
+    The optional ``:M`` is the output scale ``M`` of :class:`DeepMLP` (any init).
+    """
+    if not isinstance(scheme, str):
+        raise TypeError(f"a scheme must be a string like 'positive:100', got {scheme!r}.")
+    name, _, scale = scheme.partition(":")
+    if name not in ("positive",) + _GAUSSIAN:
+        raise ValueError(
+            f"unknown init scheme {scheme!r}; use 'positive:M' or one of {_GAUSSIAN} "
+            "(optionally ':M')."
+        )
+    try:
+        M = float(scale) if scale else 1.0
+    except ValueError:
+        raise ValueError(f"bad output scale in scheme {scheme!r}; e.g. 'positive:100'.") from None
+    if not (math.isfinite(M) and M > 0):
+        raise ValueError(f"the output scale in {scheme!r} must be finite and > 0.")
+    return name, M
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepCertificateConfig:
+    """Settings of the deep-network certificate study (every field has a default).
+
+    - ``d``: input dimension; ``ns``: numbers of data points (``n > d`` breaks the
+      theorem's hypothesis on purpose);
+    - ``depths``: numbers ``L`` of hidden layers; ``width``: their width;
+    - ``activation``: a name in ``ACTIVATIONS``; ``sharpness`` for ``"smooth_relu"``;
+    - ``schemes``: initialisations, ``"positive:M"`` or ``"lecun"``/``"he"``/``"ntk"``;
+    - ``seeds``: initialisations per cell; ``data_seed``: the data set of size ``n`` is
+      ``linearly_independent_data(n, d, key(data_seed), allow_dependent=True)`` — fixed
+      across seeds, depths and schemes (the ensemble is over initialisations);
+    - ``radius_factors``: radii ``c · r_0`` scanned by the certificate (module docstring);
+    - ``n_random``, ``n_adversarial``, ``ascent_steps``, ``hessian_iters``: criterion
+      search effort (:func:`gflow_jax.certificates.ball.ball_criterion`);
+    - ``t1``, ``risk_tol``, ``max_steps``: gradient flow horizon, convergence threshold
+      (``f ≤ risk_tol``) and solver budget; ``chunk_size``: ensemble pool size.
+    """
+
+    d: int = 16
+    ns: tuple[int, ...] = (4, 8, 16, 24)
+    depths: tuple[int, ...] = (2, 3, 4)
+    width: int = 16
+    activation: str = "tanh"
+    sharpness: float = 10.0
+    schemes: tuple[str, ...] = ("positive:10", "positive:100", "positive:1000", "lecun")
+    seeds: int = 16
+    data_seed: int = 0
+    radius_factors: tuple[float, ...] = (1.25, 2.0, 4.0)
+    n_random: int = 64
+    n_adversarial: int = 4
+    ascent_steps: int = 100
+    hessian_iters: int = 32
+    t1: float = 1e4
+    risk_tol: float = 1e-8
+    max_steps: int = 200_000
+    chunk_size: int = 64
+
+    def __post_init__(self):
+        for name in (
+            "d",
+            "width",
+            "seeds",
+            "chunk_size",
+            "max_steps",
+            "ascent_steps",
+            "hessian_iters",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}.")
+        for name in ("n_random", "n_adversarial"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {v!r}.")
+        for name in ("ns", "depths"):
+            v = tuple(getattr(self, name))
+            if not v or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v):
+                raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {v!r}.")
+            if len(set(v)) != len(v):
+                raise ValueError(f"{name} has duplicates: {v!r}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; use one of {sorted(ACTIVATIONS)}."
+            )
+        if not self.schemes or len(set(self.schemes)) != len(self.schemes):
+            raise ValueError("schemes must be a non-empty tuple of distinct scheme strings.")
+        for s in self.schemes:
+            parse_scheme(s)
+        rf = tuple(self.radius_factors)
+        if not rf or any(not (math.isfinite(c) and c > 0) for c in rf):
+            raise ValueError(f"radius_factors must be finite positive numbers, got {rf!r}.")
+        for name in ("t1", "risk_tol", "sharpness"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite positive number, got {v!r}.")
+
+
+def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
+    """Certificate and flow for every seed of one (scheme, depth, n) cell."""
+    init, M = parse_scheme(scheme)
+    widths = (config.d,) + (config.width,) * depth + (1,)
+    risk = EmpiricalRisk(data.x, data.y)
+    seed_base = jax.random.fold_in(jax.random.key(config.data_seed + 1), depth)
+
+    def make(key):
+        return DeepMLP(
+            widths,
+            config.activation,
+            key=key,
+            init=init,
+            output_scale=M,
+            sharpness=config.sharpness,
+        )
+
+    # the same keys for every scheme (paired comparison of initialisations)
+    keys = jax.random.split(seed_base, config.seeds)
+    models = eqx.filter_vmap(make)(keys)
+    params0 = partition(models)[0]
+    flat0 = jax.vmap(lambda p: ravel_pytree(p)[0])(params0)
+
+    # -- the flows ------------------------------------------------------------------
+    ens = run_ensemble(
+        make,
+        risk,
+        keys,
+        config.t1,
+        chunk_size=config.chunk_size,
+        progress=False,
+        stop=Stop(risk_tol=config.risk_tol),
+        max_steps=config.max_steps,
+        n_save=64,
+    )
+
+    # -- certificate over the scanned radii ------------------------------------------
+    def center_ratio(m):
+        value, grad = jax.value_and_grad(lambda p: risk(eqx.combine(p, partition(m)[1])))(
+            partition(m)[0]
+        )
+        g2 = sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad))
+        return value, g2 / value
+
+    f0, rho0 = map(np.asarray, eqx.filter_jit(eqx.filter_vmap(center_ratio))(models))
+    r0 = 2 * np.sqrt(f0 / np.maximum(rho0, np.finfo(float).tiny))
+    ckeys = jax.random.split(jax.random.fold_in(keys[0], 7), config.seeds)
+    opts = dict(
+        n_random=config.n_random,
+        n_adversarial=config.n_adversarial,
+        ascent_steps=config.ascent_steps,
+        hessian_iters=config.hessian_iters,
+    )
+    # the flow's end point is one of the points searched (it is ignored if outside the ball)
+    points = np.asarray(ens.final_params)[:, None, :]
+    alpha, beta, margin, travel, source = [], [], [], [], []
+    for c in config.radius_factors:
+        r = np.where(np.isfinite(r0), c * r0, 1.0)
+        rep = batched_ball_criterion(risk, models, r, keys=ckeys, points=points, **opts)
+        alpha.append(np.asarray(rep.alpha))
+        source.append(np.asarray(rep.alpha_source))
+        beta.append(np.asarray(rep.beta))
+        margin.append(np.where(np.isfinite(r0), np.asarray(rep.margin), 0.0))
+        travel.append(np.asarray(rep.travel_bound))
+    alpha, beta, margin, travel, source = (
+        np.stack(a, -1) for a in (alpha, beta, margin, travel, source)
+    )
+    holds = margin > 1
+    certified = holds.any(-1)
+    first = np.argmax(holds, -1)
+    pick = lambda a: np.where(certified, np.take_along_axis(a, first[:, None], -1)[:, 0], np.nan)
+    alpha_cert, travel_cert = pick(alpha), pick(travel)
+    radius_cert = np.where(certified, np.asarray(config.radius_factors)[first] * r0, np.nan)
+
+    outcome = np.asarray(ens.outcome)
+    converged = outcome == int(Outcome.CONVERGED)
+    fin, ini, t_stop = (np.asarray(a) for a in (ens.final_risk, ens.initial_risk, ens.t_stop))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = np.where(t_stop > 0, -np.log(fin / ini) / t_stop, np.nan)
+    distance = np.linalg.norm(np.asarray(ens.final_params) - np.asarray(flat0), axis=-1)
+    return dict(
+        certified=certified,
+        converged=converged,
+        outcome=outcome,
+        initial_risk=f0,
+        center_ratio=rho0,
+        base_radius=r0,
+        alpha_hat=alpha,
+        alpha_source=source,
+        beta_hat=beta,
+        margin=margin,
+        travel_bound=travel,
+        alpha_certified=alpha_cert,
+        travel_certified=travel_cert,
+        radius_certified=radius_cert,
+        final_risk=fin,
+        t_stop=t_stop,
+        observed_rate=observed,
+        tail_rate=np.asarray(ens.tail_rate),
+        final_distance=distance,
+    )
+
+
+def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
+    """Run the study; returns an ``xarray.Dataset`` (see the module docstring).
+
+    Per seed (dims ``scheme, depth, n, seed``): ``certified``, ``converged``, ``outcome``,
+    ``initial_risk``, ``center_ratio`` ``ρ(θ_0)``, ``base_radius`` ``r_0``, ``alpha_hat``
+    / ``alpha_source`` (a :class:`~gflow_jax.certificates.ball.Search` code) /
+    ``beta_hat`` / ``margin`` / ``travel_bound`` (also over ``radius_factor``),
+    ``alpha_certified`` / ``radius_certified`` / ``travel_certified`` (at the smallest
+    certified radius, NaN if none), ``final_risk``, ``t_stop``, ``observed_rate``
+    ``−log(f(t_stop)/f(0))/t_stop`` (≥ α whenever the criterion truly holds),
+    ``tail_rate``, ``final_distance`` ``‖θ_stop − θ_0‖``.
+
+    Per cell (dims ``scheme, depth, n``): ``frac_certified``, ``frac_converged`` with
+    ``*_low``/``*_high`` (Wilson 95 %), ``table`` (2×2 counts, dims ``certified_row``,
+    ``converged_col``: yes/no), ``false_certificates`` (certified, not converged),
+    ``median_observed_rate``, ``median_alpha_certified``, ``median_rate_ratio``
+    (observed / α̂ over certified seeds), ``within_travel`` (fraction of certified seeds
+    with ``final_distance ≤ travel_certified``). Per ``n``: ``gram_lambda_min`` and the
+    coordinate ``n_over_d``.
+    """
+    import xarray as xr
+
+    config = DeepCertificateConfig() if config is None else config
+    if not isinstance(config, DeepCertificateConfig):
+        raise TypeError("config must be a DeepCertificateConfig.")
+    S, D, N, B = len(config.schemes), len(config.depths), len(config.ns), config.seeds
+    per_seed: dict[str, np.ndarray] = {}
+    lam = np.zeros(N)
+    cells = [(i, j, k) for i in range(S) for j in range(D) for k in range(N)]
+    datasets = {}
+    for k, n in enumerate(config.ns):
+        datasets[n] = linearly_independent_data(
+            n, config.d, jax.random.key(config.data_seed), allow_dependent=True
+        )
+        lam[k] = datasets[n].gram_lambda_min
+    iterator = cells
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(cells, desc="deep_certificate")
+    for i, j, k in iterator:
+        out = _cell(config, config.schemes[i], config.depths[j], datasets[config.ns[k]])
+        for name, value in out.items():
+            if name not in per_seed:
+                per_seed[name] = np.full((S, D, N) + value.shape, np.nan)
+            per_seed[name][i, j, k] = value
+
+    dims = ("scheme", "depth", "n", "seed")
+    data_vars = {}
+    for name, value in per_seed.items():
+        d = dims + (("radius_factor",) if value.ndim == 5 else ())
+        if name in ("certified", "converged"):
+            value = value.astype(bool)
+        elif name in ("outcome", "alpha_source"):
+            value = value.astype(np.int8)
+        data_vars[name] = (d, value)
+    cert, conv = per_seed["certified"].astype(bool), per_seed["converged"].astype(bool)
+    frac = {key: np.zeros((S, D, N, 3)) for key in ("certified", "converged")}
+    counts = np.zeros((S, D, N, 2, 2), np.int64)
+    med = {
+        key: np.full((S, D, N), np.nan)
+        for key in ("observed_rate", "alpha_certified", "rate_ratio", "within_travel")
+    }
+    for i, j, k in cells:
+        for key, arr in (("certified", cert), ("converged", conv)):
+            w = wilson_interval(int(arr[i, j, k].sum()), B)
+            frac[key][i, j, k] = (w.estimate, w.low, w.high)
+        counts[i, j, k] = certification_table(cert[i, j, k], conv[i, j, k]).counts
+        c = cert[i, j, k]
+        obs = per_seed["observed_rate"][i, j, k]
+        med["observed_rate"][i, j, k] = _median(obs)
+        if c.any():
+            a = per_seed["alpha_certified"][i, j, k][c]
+            med["alpha_certified"][i, j, k] = _median(a)
+            med["rate_ratio"][i, j, k] = _median(obs[c] / a)
+            dist, tb = (
+                per_seed["final_distance"][i, j, k][c],
+                per_seed["travel_certified"][i, j, k][c],
+            )
+            med["within_travel"][i, j, k] = float(np.mean(dist <= tb))
+    cell_dims = ("scheme", "depth", "n")
+    for key in ("certified", "converged"):
+        data_vars[f"frac_{key}"] = (cell_dims, frac[key][..., 0])
+        data_vars[f"frac_{key}_low"] = (cell_dims, frac[key][..., 1])
+        data_vars[f"frac_{key}_high"] = (cell_dims, frac[key][..., 2])
+    data_vars["table"] = (cell_dims + ("certified_row", "converged_col"), counts)
+    data_vars["false_certificates"] = (cell_dims, counts[..., 0, 1])
+    data_vars["median_observed_rate"] = (cell_dims, med["observed_rate"])
+    data_vars["median_alpha_certified"] = (cell_dims, med["alpha_certified"])
+    data_vars["median_rate_ratio"] = (cell_dims, med["rate_ratio"])
+    data_vars["within_travel"] = (cell_dims, med["within_travel"])
+    data_vars["gram_lambda_min"] = (("n",), lam)
+    ds = xr.Dataset(
+        data_vars,
+        coords={
+            "scheme": list(config.schemes),
+            "depth": list(config.depths),
+            "n": list(config.ns),
+            "seed": np.arange(B),
+            "radius_factor": list(config.radius_factors),
+            "n_over_d": ("n", np.asarray(config.ns, float) / config.d),
+            "certified_row": ["yes", "no"],
+            "converged_col": ["yes", "no"],
+        },
+        attrs={
+            "study": "deep_certificate",
+            "description": "Chatterjee ball criterion (ESTIMATED: alpha_hat >= alpha) vs the "
+            "gradient flow of DeepMLP on n linearly independent inputs (MATH.md §3).",
+            "loss": "mean squared error (1/n) sum_i (N(x_i) - y_i)^2",
+            **{
+                f"config_{f.name}": _attr(getattr(config, f.name))
+                for f in dataclasses.fields(config)
+            },
+        },
+    )
+    return ds
+
+
+def _median(a) -> float:
+    a = np.asarray(a, float)
+    a = a[np.isfinite(a)]
+    return float(np.median(a)) if a.size else float("nan")
+
+
+def _attr(value):
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
+    return value
+
+
+def table(dataset) -> str:
+    """Markdown table of a :func:`run` dataset: one row per (scheme, depth, n)."""
+    ds = dataset
+    rows = [
+        "| scheme | depth | n | n/d | λ_min(XXᵀ) | certified [95% CI] | converged [95% CI] | "
+        "false cert. | median α̂ | median obs. rate | median obs./α̂ |",
+        "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for s in ds["scheme"].values:
+        for dep in ds["depth"].values:
+            for n in ds["n"].values:
+                c = ds.sel(scheme=s, depth=dep, n=n)
+                frac = lambda key, c=c: (
+                    f"{float(c[f'frac_{key}']):.2f} [{float(c[f'frac_{key}_low']):.2f}, "
+                    f"{float(c[f'frac_{key}_high']):.2f}]"
+                )
+                rows.append(
+                    f"| {s} | {int(dep)} | {int(n)} | {float(c['n_over_d']):.2f} | "
+                    f"{float(c['gram_lambda_min']):.2e} | {frac('certified')} | "
+                    f"{frac('converged')} | {int(c['false_certificates'])} | "
+                    f"{_fmt(c['median_alpha_certified'])} | {_fmt(c['median_observed_rate'])} | "
+                    f"{_fmt(c['median_rate_ratio'])} |"
+                )
+    return "\n".join(rows)
+
+
+def _fmt(x) -> str:
+    x = float(x)
+    return "–" if not math.isfinite(x) else f"{x:.3g}"
+
+
+def plot(dataset, path: str | os.PathLike):
+    """Fractions certified (solid) and converged (dashed) vs ``n/d``, one panel per depth.
+
+    Error bars are the Wilson 95 % intervals. Writes the figure to ``path`` (format from
+    the suffix) and returns the matplotlib ``Figure``.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    ds = dataset
+    depths = ds["depth"].values
+    fig = Figure(figsize=(4 * len(depths), 3.4))
+    axes = fig.subplots(1, len(depths), sharey=True, squeeze=False)
+    x = ds["n_over_d"].values
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, dep in zip(axes[0], depths, strict=True):
+        for idx, s in enumerate(ds["scheme"].values):
+            c = ds.sel(scheme=s, depth=dep)
+            col = colors[idx % len(colors)]
+            for key, style, label in (
+                ("certified", "-", "certified"),
+                ("converged", "--", "converged"),
+            ):
+                y = c[f"frac_{key}"].values
+                err = np.stack([y - c[f"frac_{key}_low"].values, c[f"frac_{key}_high"].values - y])
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=err,
+                    ls=style,
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    color=col,
+                    label=f"{s} {label}",
+                )
+        ax.axvline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.set_title(f"depth L = {int(dep)}")
+        ax.set_xlabel("n / d")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0, 0].set_ylabel("fraction of initialisations")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(
+        f"Ball criterion (estimated) vs gradient flow, {ds.attrs.get('config_activation', '')}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=120)
+    return fig

@@ -1,0 +1,526 @@
+"""Implicit (equilibrium) ReLU network of MATH.md §2 (Gao & Gao, arXiv:2205.07463).
+
+The hidden state of input ``x`` is the equilibrium
+
+    z* = relu(γ A z* + φ(x)),      φ(x) = W x  or  relu(W x),
+
+and the output is ``N(x) = u z* (+ c)``. If ``γ‖A‖₂ < 1`` the map
+``z ↦ relu(γAz + φ)`` is a contraction (``relu`` is 1-Lipschitz), so ``z*`` exists, is
+unique, and Picard iteration from ``z = 0`` converges at the linear rate ``γ‖A‖₂``.
+
+**Gradients** go through ``z*`` by the implicit function theorem, never by unrolling
+(MATH.md §2.3). With ``D = diag(1{γAz* + φ > 0})`` (so ``relu'(0) = 0``) the tangent
+of the equilibrium solves ``(I − γDA) ż = D(γȦ z* + φ̇)``; reverse mode solves the
+transposed system ``(I − γAᵀD) λ = g``, ``μ = Dλ``, ``∂L/∂A = γ μ z*ᵀ``,
+``∂L/∂φ = μ``. Both systems are solved by a Neumann (Picard) iteration, which
+contracts at the same rate ``≤ γ‖A‖₂`` as the forward solve. Forward mode and
+higher derivatives (Hessian-vector products) work too.
+
+**Failures are reported, never raised** (a flow or an ensemble must not abort): a
+fixed-point solve that does not converge within ``max_steps`` (or produces non-finite
+values) makes the network output NaN, so the risk is non-finite and the flow stops
+``DIVERGED``; its gradient is NaN, never silently wrong. The contraction condition
+itself is checked by :meth:`ImplicitReLU.well_posed` (``γ‖A‖₂ < 1 − margin``), which
+the flow evaluates at every accepted step and reports as ``ILL_POSED``.
+"""
+
+from __future__ import annotations
+
+import functools as ft
+import math
+import warnings
+from collections.abc import Mapping
+from numbers import Real
+from typing import Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
+
+from .._checks import is_concrete, positive_int
+from ..certificates.wellposed import power_iteration
+from .activations import relu
+
+__all__ = ["Equilibrium", "ImplicitReLU", "solve_equilibrium"]
+
+InputMap = Literal["linear", "relu"]
+Solver = Literal["picard", "newton"]
+_PARAMETERS = ("A", "W", "u", "c")
+_DEFAULT_TOL = {"float64": (1e-10, 1e-10), "float32": (1e-5, 1e-6)}
+
+
+# ----------------------------------------------------------------------------------
+# The equilibrium solve and its implicit derivative (pure functions)
+# ----------------------------------------------------------------------------------
+
+
+class _SolveConfig(NamedTuple):
+    """Hashable solver settings (a non-differentiable argument of the custom JVP)."""
+
+    solver: str
+    rtol: float
+    atol: float
+    max_steps: int
+
+
+def _picard_map(z, args):
+    """``z ↦ relu(γ A z + φ)`` on a batch ``z: (n, m)`` (rows) or a single ``z: (m,)``."""
+    gA, phi = args
+    return relu(z @ gA.T + phi)
+
+
+def _max_norm(tree):
+    """``optx.max_norm`` in the default float dtype: ``FixedPointIteration`` initialises
+    its error state as ``jnp.array(inf)``, so float32 models under ``jax_enable_x64``
+    would otherwise change the loop-carry dtype."""
+    return optx.max_norm(tree).astype(jnp.asarray(jnp.inf).dtype)
+
+
+def _solve(config: _SolveConfig, gA, phi):
+    """Solve ``z = relu(gA z + φ)`` from ``z = 0``: ``(z, num_steps, success)``."""
+    if config.solver == "picard":
+        # One fixed-point problem for the whole batch: the stopping rule is the worst row.
+        sol = optx.fixed_point(
+            _picard_map,
+            optx.FixedPointIteration(rtol=config.rtol, atol=config.atol, norm=_max_norm),
+            jnp.zeros_like(phi),
+            (gA, phi),
+            max_steps=config.max_steps,
+            throw=False,
+        )
+        z, steps = sol.value, sol.stats["num_steps"]
+        ok = sol.result == optx.RESULTS.successful
+    else:
+        # Semismooth Newton on the root problem z − relu(gA z + φ) = 0, one input at a
+        # time (the Jacobian I − D gA is m×m per input).
+        def one(phi_i):
+            sol = optx.fixed_point(
+                _picard_map,
+                optx.Newton(rtol=config.rtol, atol=config.atol),
+                jnp.zeros_like(phi_i),
+                (gA, phi_i),
+                max_steps=config.max_steps,
+                throw=False,
+            )
+            return sol.value, sol.stats["num_steps"], sol.result == optx.RESULTS.successful
+
+        z, steps, ok = jax.vmap(one)(phi)
+        steps, ok = jnp.max(steps), jnp.all(ok)
+    ok = ok & jnp.all(jnp.isfinite(z))
+    return z, jnp.asarray(steps, jnp.int32), ok
+
+
+class _NeumannSolver(lx.AbstractLinearSolver):
+    """Solve ``(I − K) x = b`` by the Neumann iteration ``x ← b + K x`` (``K = I − O``).
+
+    Converges whenever ``K`` is a contraction; here ``K = γDA`` (or its transpose
+    ``γAᵀD`` in reverse mode) with ``‖K‖₂ ≤ γ‖A‖₂ < 1``. Stops when
+    ``‖x_{k+1} − x_k‖_∞ ≤ rtol ‖x_{k+1}‖_∞`` (relative: the system is homogeneous in
+    ``b``) or after ``max_steps``. It always reports success and returns finite values
+    (zeros if it did not converge, which needs ``ρ(K) ≥ 1``, i.e. a model that is not
+    well posed): Lineax raises on failed solves inside transposes, and a raise would
+    abort a whole flow or ensemble. Failures are surfaced by the forward solve instead.
+    """
+
+    rtol: float
+    max_steps: int
+
+    def init(self, operator, options):
+        del options
+        return operator
+
+    def compute(self, state, vector, options):
+        del options
+        operator = state
+        tiny = jnp.finfo(vector.dtype).tiny
+
+        def cond(carry):
+            k, _, done, _ = carry
+            return (k < self.max_steps) & ~done
+
+        def body(carry):
+            k, x, _, _ = carry
+            x_new = vector + x - operator.mv(x)
+            delta = jnp.max(jnp.abs(x_new - x))
+            converged = delta <= self.rtol * jnp.max(jnp.abs(x_new)) + tiny
+            return k + 1, x_new, converged | ~jnp.isfinite(delta), converged
+
+        k, x, _, converged = jax.lax.while_loop(
+            cond, body, (jnp.zeros((), jnp.int32), vector, jnp.asarray(False), jnp.asarray(False))
+        )
+        good = converged & jnp.all(jnp.isfinite(x))
+        x = jnp.where(good, x, jnp.zeros_like(x))
+        return x, lx.RESULTS.successful, {"num_steps": k, "converged": good}
+
+    def transpose(self, state, options):
+        return state.transpose(), options
+
+    def conj(self, state, options):
+        return state, options
+
+    def assume_full_rank(self):
+        return True
+
+
+def _float0(x):
+    return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
+
+
+@ft.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _equilibrium(config: _SolveConfig, gA, phi):
+    return _solve(config, gA, phi)
+
+
+@_equilibrium.defjvp
+def _equilibrium_jvp(config, primals, tangents):
+    gA, phi = primals
+    dgA, dphi = tangents
+    z, steps, ok = _solve(config, gA, phi)
+    z_safe = jnp.where(ok, z, jnp.zeros_like(z))
+    active = (z_safe @ gA.T + phi) > 0  # D = 1{γAz* + φ > 0}: relu'(0) = 0
+    rhs = jnp.where(active, z_safe @ dgA.T + dphi, jnp.zeros_like(z))
+    operator = lx.FunctionLinearOperator(
+        lambda t: t - jnp.where(active, t @ gA.T, jnp.zeros_like(t)),
+        jax.eval_shape(lambda: z),
+    )
+    solve = lx.linear_solve(
+        operator, rhs, _NeumannSolver(rtol=config.rtol, max_steps=config.max_steps), throw=False
+    )
+    # A failed forward solve poisons the tangent (and, transposed, the gradient) with NaN
+    # *outside* the linear solve, so the solve itself only ever sees finite vectors.
+    poison = jnp.where(ok, jnp.zeros((), z.dtype), jnp.asarray(jnp.nan, z.dtype))
+    dz = jnp.where(ok, solve.value, poison * rhs)
+    return (z, steps, ok), (dz, _float0(steps), _float0(ok))
+
+
+def solve_equilibrium(
+    gamma_A: Float[ArrayLike, "m m"],
+    phi: Float[ArrayLike, "n m"],
+    *,
+    solver: Solver = "picard",
+    rtol: float = 1e-10,
+    atol: float = 1e-10,
+    max_steps: int = 2000,
+) -> tuple[Float[Array, "n m"], Int[Array, ""], Bool[Array, ""]]:
+    """Solve ``z_i = relu(γA z_i + φ_i)`` for every row ``φ_i`` of ``phi`` from ``z = 0``.
+
+    ``gamma_A`` is the product ``γA``. Returns ``(z, num_steps, success)``; ``z`` is
+    differentiable in ``gamma_A`` and ``phi`` by the implicit function theorem
+    (forward and reverse mode). ``success`` is False if the solver did not meet
+    ``rtol``/``atol`` within ``max_steps`` or produced non-finite values; then the
+    tangents of ``z`` are NaN. Jittable and vmappable; never raises at run time.
+    """
+    if solver not in ("picard", "newton"):
+        raise ValueError(f"solver must be 'picard' or 'newton', got {solver!r}.")
+    gA, phi = jnp.asarray(gamma_A), jnp.asarray(phi)
+    if gA.ndim != 2 or gA.shape[0] != gA.shape[1] or phi.ndim != 2 or phi.shape[1] != gA.shape[0]:
+        raise ValueError(f"gamma_A must be (m, m) and phi (n, m); got {gA.shape} and {phi.shape}.")
+    config = _SolveConfig(solver, float(rtol), float(atol), positive_int("max_steps", max_steps))
+    return _equilibrium(config, gA, phi)
+
+
+# ----------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------
+
+
+class Equilibrium(eqx.Module):
+    """Equilibrium features of a batch and the solver's diagnostics.
+
+    - ``z``: ``(n, m)`` equilibria ``z*_i`` (the last iterate if the solve failed);
+    - ``residual``: ``(n,)`` fixed-point residuals ``‖z_i − relu(γAz_i + φ(x_i))‖₂``;
+    - ``num_steps``: solver iterations (Picard: for the whole batch; Newton: the max
+      over inputs);
+    - ``success``: the solver met its tolerance within ``max_steps`` with finite values.
+    """
+
+    z: Float[Array, "n width"]
+    residual: Float[Array, " n"]
+    num_steps: Int[Array, ""]
+    success: Bool[Array, ""]
+
+
+@ft.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6))
+def _init_arrays(key, d_in, width, d_out, dtype, std, spectral):
+    """Gaussian ``(A, W, u, c)`` with standard deviations ``std`` (one compiled program
+    per shape, also under ``vmap`` over keys)."""
+    ka, kw, ku, kc = jax.random.split(key, 4)
+    s_a, s_w, s_u, s_c = std
+    A = s_a * jax.random.normal(ka, (width, width), dtype)
+    if spectral:
+        A = A / jnp.linalg.norm(A, 2)
+    W = s_w * jax.random.normal(kw, (width, d_in), dtype)
+    u = s_u * jax.random.normal(ku, (d_out, width), dtype)
+    c = s_c * jax.random.normal(kc, (d_out,), dtype)
+    return A, W, u, c
+
+
+def _check_gamma(gamma) -> float:
+    if isinstance(gamma, bool) or not isinstance(gamma, (Real, np.ndarray, jax.Array)):
+        raise TypeError(f"gamma must be a positive real number, got {gamma!r}.")
+    if not is_concrete(gamma) or np.ndim(gamma) != 0:
+        raise TypeError("gamma must be a concrete scalar (it is a static setting of the model).")
+    g = float(np.asarray(gamma))
+    if not math.isfinite(g) or g <= 0:
+        raise ValueError(
+            f"gamma must be a finite positive number, got {g}. The implicit layer is "
+            "relu(gamma A z + phi); well-posedness needs gamma ||A||_2 < 1."
+        )
+    return g
+
+
+def _check_tol(name: str, value, default: float | None) -> float | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a positive number, got {value!r}.")
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ValueError(f"{name} must be in (0, 1), got {value}.")
+    return float(value)
+
+
+class ImplicitReLU(eqx.Module):
+    """Implicit (infinite-depth, weight-tied) ReLU network of MATH.md §2.2.
+
+    ``N(x) = u z*(x) (+ c)`` with ``z* = relu(γ A z* + φ(x))``, ``φ(x) = W x``
+    (``input_map="linear"``) or ``relu(W x)`` (``"relu"``). Fields (``m`` = width):
+
+    - ``A``: ``(m, m)`` implicit-layer weights, scaled by the fixed ``γ`` (``gamma``);
+    - ``W``: ``(m, d_in)`` input injection;
+    - ``u``: ``(d_out, m)`` output weights;
+    - ``c``: ``(d_out,)`` output bias if ``use_bias`` else ``None``.
+
+    **Initialisation** (``init=``), entries i.i.d. Gaussian:
+
+    - ``"normal"`` (default, MATH.md §2.2): ``A ~ N(0, 1/m)`` (so ``‖A(0)‖₂ ≈ 2`` and
+      the map is a contraction for ``γ ≲ 1/2``), ``W ~ N(0, 1/d_in)``,
+      ``u ~ N(0, 1/m)``, ``c = 0``;
+    - ``"spectral"``: as ``"normal"`` but ``A`` rescaled to ``‖A(0)‖₂ = 1`` exactly, so
+      ``γ`` *is* the initial contraction factor ``γ‖A(0)‖₂``;
+    - a mapping of standard deviations, e.g. ``{"A": 0.5/sqrt(m), "u": 1.0}``; fields
+      not named use the ``"normal"`` scale.
+
+    **Trainable fields**: ``trainable`` names the fields the flow integrates (default
+    all: ``("A", "W", "u")`` plus ``"c"`` with a bias); the others are listed in the
+    static field ``frozen`` (the library's one mechanism,
+    :func:`gflow_jax.models.base.trainable_filter`).
+
+    **Solver** (static settings): ``solver="picard"`` (``optx.FixedPointIteration`` on
+    the whole batch, the default) or ``"newton"`` (``optx.Newton`` per input on the root
+    problem ``z − relu(γAz + φ) = 0``), from ``z = 0``, until successive iterates differ
+    by less than ``atol + rtol |z|`` entrywise (default ``1e-10`` in float64, ``1e-5``
+    / ``1e-6`` in float32), at most ``max_steps`` iterations (default: enough for
+    Picard at the worst admissible contraction ``1 − margin``,
+    ``⌈log(rtol/10)/log(1 − margin)⌉``, at least 200). Unset (``None``) settings are
+    resolved from the dtype of ``A`` when the model is called
+    (:meth:`solver_settings`), so casting a model to float32 keeps it usable.
+
+    **Well-posedness**: :meth:`well_posed` is ``γ σ̂ < 1 − margin`` with ``σ̂`` the
+    power-iteration estimate of ``‖A‖₂`` (``power_iters`` iterations). ``σ̂`` is a lower
+    bound of ``‖A‖₂``; its relative underestimate is ≲ 1 % at the default 100
+    iterations for Gaussian ``A`` with ``m ≤ 512``, so keep ``margin`` (default ``0.02``)
+    above that. For a rigorous certificate see
+    :func:`gflow_jax.certificates.wellposed.well_posedness`. Construction warns
+    (``UserWarning``) if ``γ‖A(0)‖₂ ≥ 1 − margin`` (exact SVD norm).
+
+    A failed equilibrium solve makes the output NaN (see the module docstring).
+    """
+
+    A: Float[Array, "width width"]
+    W: Float[Array, "width d_in"]
+    u: Float[Array, "d_out width"]
+    c: Float[Array, " d_out"] | None
+    gamma: float = eqx.field(static=True)
+    input_map: str = eqx.field(static=True)
+    solver: str = eqx.field(static=True)
+    rtol: float | None = eqx.field(static=True)
+    atol: float | None = eqx.field(static=True)
+    max_steps: int | None = eqx.field(static=True)
+    margin: float = eqx.field(static=True)
+    power_iters: int = eqx.field(static=True)
+    frozen: tuple[str, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        d_in: int,
+        width: int,
+        d_out: int = 1,
+        *,
+        gamma: float,
+        key: PRNGKeyArray,
+        input_map: InputMap = "linear",
+        init: str | Mapping[str, float] = "normal",
+        use_bias: bool = False,
+        trainable: tuple[str, ...] | None = None,
+        solver: Solver = "picard",
+        rtol: float | None = None,
+        atol: float | None = None,
+        max_steps: int | None = None,
+        margin: float = 0.02,
+        power_iters: int = 100,
+        dtype=None,
+    ):
+        d_in = positive_int("d_in", d_in)
+        width = positive_int("width", width)
+        d_out = positive_int("d_out", d_out)
+        gamma = _check_gamma(gamma)
+        if input_map not in ("linear", "relu"):
+            raise ValueError(f"input_map must be 'linear' or 'relu', got {input_map!r}.")
+        if solver not in ("picard", "newton"):
+            raise ValueError(f"solver must be 'picard' or 'newton', got {solver!r}.")
+        if isinstance(margin, bool) or not isinstance(margin, Real) or not 0 <= margin < 1:
+            raise ValueError(f"margin must be a number in [0, 1), got {margin!r}.")
+        power_iters = positive_int("power_iters", power_iters)
+        dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
+        rtol = _check_tol("rtol", rtol, None)
+        atol = _check_tol("atol", atol, None)
+        if max_steps is not None:
+            max_steps = positive_int("max_steps", max_steps)
+
+        present = _PARAMETERS if use_bias else _PARAMETERS[:3]
+        if trainable is None:
+            trainable = present
+        if isinstance(trainable, str):
+            trainable = (trainable,)
+        trainable = tuple(trainable)
+        unknown = [n for n in trainable if n not in present]
+        if unknown:
+            raise ValueError(
+                f"trainable names unknown fields {unknown}; choose from {present}"
+                + ("" if use_bias else " (pass use_bias=True for an output bias 'c')")
+                + "."
+            )
+
+        std = {"A": 1 / math.sqrt(width), "W": 1 / math.sqrt(d_in), "u": 1 / math.sqrt(width)}
+        std["c"] = 0.0
+        spectral = False
+        if isinstance(init, Mapping):
+            bad = [k for k in init if k not in _PARAMETERS]
+            if bad:
+                raise ValueError(f"init mapping has unknown keys {bad}; use {_PARAMETERS}.")
+            for k, v in init.items():
+                if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
+                    raise ValueError(f"init[{k!r}] must be a finite std >= 0, got {v!r}.")
+                std[k] = float(v)
+        elif init == "spectral":
+            spectral = True
+        elif init != "normal":
+            raise ValueError(
+                f"init must be 'normal', 'spectral' or a mapping of stds, got {init!r}."
+            )
+        A, self.W, self.u, c = _init_arrays(
+            key, d_in, width, d_out, dtype.name, tuple(std[k] for k in _PARAMETERS), spectral
+        )
+        self.A = A
+        self.c = c if use_bias else None
+        self.gamma = gamma
+        self.input_map = input_map
+        self.solver = solver
+        self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
+        self.margin = float(margin)
+        self.power_iters = power_iters
+        self.frozen = tuple(n for n in present if n not in trainable)
+
+        if is_concrete(A):
+            norm = float(np.linalg.norm(np.asarray(A, np.float64), 2))
+            if gamma * norm >= 1 - margin:
+                what = (
+                    "the equilibrium may have no or several solutions and Picard may diverge"
+                    if gamma * norm >= 1
+                    else f"this is within the margin {margin:g}, so well_posed() is False"
+                )
+                warnings.warn(
+                    f"ImplicitReLU: gamma * ||A(0)||_2 = {gamma:g} * {norm:.4g} = "
+                    f"{gamma * norm:.4g} >= 1 - margin = {1 - margin:g}: {what}; a gradient "
+                    "flow will stop ILL_POSED. Use a smaller gamma (e.g. < "
+                    f"{(1 - margin) / norm:.3g}) or init='spectral' with gamma < 1.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+
+    # -- sizes -----------------------------------------------------------------------
+    @property
+    def d_in(self) -> int:
+        return self.W.shape[-1]
+
+    @property
+    def width(self) -> int:
+        return self.A.shape[-1]
+
+    @property
+    def d_out(self) -> int:
+        return self.u.shape[-2]
+
+    @property
+    def num_params(self) -> int:
+        """Number of parameters (trainable or frozen)."""
+        m = self.width
+        return m * m + m * self.d_in + self.d_out * m + (self.d_out if self.c is not None else 0)
+
+    # -- the equilibrium -------------------------------------------------------------
+    def solver_settings(self) -> tuple[float, float, int]:
+        """``(rtol, atol, max_steps)`` in use: unset values are resolved from the dtype of
+        ``A`` at call time (so a model cast to another dtype gets matching tolerances)."""
+        rtol0, atol0 = _DEFAULT_TOL.get(jnp.dtype(self.A.dtype).name, _DEFAULT_TOL["float32"])
+        rtol = rtol0 if self.rtol is None else self.rtol
+        atol = atol0 if self.atol is None else self.atol
+        max_steps = self.max_steps
+        if max_steps is None:
+            if self.margin > 0:
+                max_steps = max(200, math.ceil(math.log(rtol / 10) / math.log1p(-self.margin)))
+            else:
+                max_steps = 10_000
+        return rtol, atol, max_steps
+
+    def _config(self) -> _SolveConfig:
+        return _SolveConfig(self.solver, *self.solver_settings())
+
+    def _check_x(self, x) -> Array:
+        x = jnp.asarray(x)
+        if x.ndim != 2 or x.shape[-1] != self.d_in:
+            raise ValueError(
+                f"ImplicitReLU expects inputs of shape (n, {self.d_in}), got {x.shape}. "
+                "Reshape a 1-d batch with x[:, None]."
+            )
+        return x
+
+    def injection(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n width"]:
+        """``φ(x_i) = W x_i`` or ``relu(W x_i)``, row by row."""
+        pre = self._check_x(x) @ self.W.T
+        return relu(pre) if self.input_map == "relu" else pre
+
+    def _solve(self, x):
+        phi = self.injection(x)
+        z, steps, ok = _equilibrium(self._config(), self.gamma * self.A, phi)
+        return z, phi, steps, ok
+
+    def equilibrium(self, x: Float[ArrayLike, "n d_in"]) -> Equilibrium:
+        """Solve the equilibrium for a batch ``x: (n, d_in)``; see :class:`Equilibrium`.
+
+        ``z`` is differentiable (implicit function theorem)."""
+        z, phi, steps, ok = self._solve(x)
+        residual = jnp.linalg.norm(z - _picard_map(z, (self.gamma * self.A, phi)), axis=-1)
+        return Equilibrium(z=z, residual=residual, num_steps=steps, success=ok)
+
+    def __call__(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n d_out"]:
+        """``N(x) = u z*(x) (+ c)`` for ``x: (n, d_in)``; NaN if the solve failed."""
+        z, _, _, ok = self._solve(x)
+        z = jnp.where(ok, z, jnp.full_like(z, jnp.nan))
+        out = z @ self.u.T
+        return out if self.c is None else out + self.c
+
+    # -- well-posedness --------------------------------------------------------------
+    def contraction(self) -> Float[Array, ""]:
+        """``γ σ̂``: power-iteration estimate (a lower bound) of ``γ‖A‖₂``."""
+        return self.gamma * power_iteration(self.A, iters=self.power_iters)[0]
+
+    def well_posed(self) -> Bool[Array, ""]:
+        """``γ‖A‖₂ < 1 − margin`` (power-iteration estimate): the equilibrium map is a
+        contraction with room to spare. Checked by the flow at every accepted step."""
+        return self.contraction() < 1 - self.margin

@@ -1,0 +1,210 @@
+"""Population risk ``L(θ) = ∫ ‖N_θ(x) − f(x)‖² μ(dx)`` (MATH.md §1.2).
+
+Two ways to evaluate it, one constructor each:
+
+- :meth:`PopulationRisk.uniform_1d` — **exact** (closed form, MATH.md §4) for a 1-d
+  :class:`gflow_jax.ShallowReLU` (``d_in = d_out = 1``), ``μ = U[a, b]`` and a
+  piecewise-linear target; its ``jax.grad`` is the generalised gradient ``G`` of §1.3.
+  Returns an :class:`~gflow_jax.risks.exact1d.ExactUniform1DRisk`.
+- ``PopulationRisk(target, measure, nodes=...)`` — **quadrature** for any model, input
+  dimension and measure (:class:`~gflow_jax.risks.measures.Uniform`,
+  :class:`~gflow_jax.risks.measures.Gaussian` or your own
+  :class:`~gflow_jax.risks.measures.AbstractMeasure`): a fixed weighted rule
+  ``L_n(θ) = Σ_k ω_k ‖N_θ(x_k) − f(x_k)‖²`` built once at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import Array, Float, PyTree
+
+from ..models.base import partition
+from .base import AbstractRisk
+from .exact1d import ExactUniform1DRisk
+from .measures import AbstractMeasure, QuadratureError, _seed, check_num_nodes
+from .targets import AbstractTarget, as_target
+
+
+def _model_dtype(model):
+    leaves = jtu.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+    if not leaves:
+        raise ValueError("the model has no floating-point arrays.")
+    return jnp.result_type(*leaves)
+
+
+@eqx.filter_jit
+def _weighted_risk(model, x, y, weights) -> Float[Array, ""]:
+    dtype = _model_dtype(model)
+    out = model(x.astype(dtype))
+    if out.shape != y.shape:
+        raise ValueError(
+            f"model output shape {out.shape} does not match the target's {y.shape} at the "
+            "quadrature nodes; check the model's d_out against the target."
+        )
+    r = out - y.astype(dtype)
+    return jnp.sum(weights.astype(dtype) * jnp.sum(r * r, axis=-1))
+
+
+def _tree_norm(tree) -> Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jtu.tree_leaves(tree)))
+
+
+def _check_rule(x, w, d: int, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.asarray(x, float), np.asarray(w, float)
+    if x.ndim == 1 and d == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] != d or w.shape != (x.shape[0],):
+        raise ValueError(
+            f"{what} must return nodes of shape (N, {d}) and weights of shape (N,); got "
+            f"{x.shape} and {w.shape}."
+        )
+    if x.shape[0] < n:
+        raise ValueError(f"{what} returned {x.shape[0]} nodes, fewer than the {n} requested.")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(w))):
+        raise ValueError(f"{what} returned non-finite nodes or weights.")
+    if np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"{what} returned negative weights or weights summing to 0.")
+    return x, w
+
+
+class PopulationRisk(AbstractRisk):
+    """``L(θ) = ∫ ‖N_θ(x) − f(x)‖² μ(dx)`` by a fixed quadrature rule (MATH.md §1.2).
+
+    ``L_n(θ) = Σ_k ω_k ‖N_θ(x_k) − f(x_k)‖²`` with nodes ``x_k`` and weights ``ω_k`` from
+    ``measure.nodes_and_weights(nodes, key)``, computed once here; the target values
+    ``f(x_k)`` too. So ``L_n`` is a deterministic, jittable, vmappable function of θ and
+    ``jax.grad`` gives the quadrature of the generalised gradient ``G`` (``relu'(0) =
+    0``). The risk follows the model's dtype.
+
+    **Arguments**
+
+    - ``target``: a :class:`gflow_jax.AbstractTarget` or a callable ``f(x: (n, d)) ->
+      (n,)`` or ``(n, d_out)``;
+    - ``measure``: an :class:`AbstractMeasure` on ``R^d`` with ``d = d_in`` of the model,
+      e.g. ``Uniform(0., 1., d)`` or ``Gaussian(mean, cov)``;
+    - ``nodes``: requested number of nodes ``n`` (the rule may round up: a full tensor
+      grid ``m^d`` or a power of two for Sobol'; see :attr:`num_nodes`);
+    - ``key``: ``None`` (seed 0), an int seed or a ``jax.random`` key for randomised rules.
+
+    **Expected error for ReLU networks** (see :mod:`gflow_jax.risks.measures`): the
+    integrands have kinks (risk) and jumps (gradient) on the neurons' hyperplanes, so a
+    tensor grid of mesh ``h`` gives ``O(h²)`` in ``L`` and only ``O(h)`` in ``∇L``;
+    scrambled Sobol' roughly ``O(N^{-1/2-1/(2d)})`` in ``∇L``. In particular a flow on a
+    quadrature risk can "converge" to ``L_n ≈ 0`` where the true ``L`` is ``O(h²)`` — check
+    with :meth:`quadrature_error`. For 1-d ``ShallowReLU`` on ``U[a, b]`` use the exact
+    :meth:`uniform_1d` instead.
+    """
+
+    x: Float[Array, "N d"]
+    y: Float[Array, "N d_out"]
+    weights: Float[Array, " N"]
+    target: AbstractTarget
+    measure: AbstractMeasure
+    nodes: int = eqx.field(static=True)
+    seed: tuple[int, ...] = eqx.field(static=True)
+    rule: str = eqx.field(static=True)
+
+    def __init__(
+        self,
+        target: AbstractTarget | Callable,
+        measure: AbstractMeasure,
+        nodes: int = 4096,
+        *,
+        key=None,
+    ):
+        if not isinstance(measure, AbstractMeasure):
+            raise TypeError(
+                f"measure must be an AbstractMeasure (e.g. Uniform(0., 1., d) or "
+                f"Gaussian(mean, cov)), got {type(measure).__name__}."
+            )
+        self.target = as_target(target)
+        self.measure = measure
+        self.nodes = check_num_nodes(nodes)
+        self.seed = tuple(_seed(key))
+        x, w = _check_rule(
+            *measure.nodes_and_weights(self.nodes, list(self.seed)),
+            measure.dim,
+            self.nodes,
+            f"{type(measure).__name__}.nodes_and_weights",
+        )
+        self.x, self.weights = jnp.asarray(x), jnp.asarray(w)
+        self.y = self._target_values(self.x)
+        self.rule = measure.rule_name(self.nodes)
+
+    def _target_values(self, x: Array) -> Array:
+        y = jnp.asarray(self.target(x))
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.ndim != 2 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"target returned shape {y.shape} for {x.shape[0]} inputs.")
+        if not bool(jnp.all(jnp.isfinite(y))):
+            raise ValueError("the target is not finite at some quadrature nodes.")
+        return y.astype(x.dtype)
+
+    @classmethod
+    def uniform_1d(cls, target: AbstractTarget, a: float, b: float) -> ExactUniform1DRisk:
+        """The exact risk ``(1/(b−a)) ∫_a^b (N_θ(x) − f(x))² dx`` (MATH.md §4).
+
+        For a :class:`gflow_jax.ShallowReLU` with ``d_in = d_out = 1`` and a
+        piecewise-linear ``target`` (``Affine``, ``Constant``, ``PiecewiseLinear``).
+        Closed-form piecewise-polynomial integration: no quadrature error, and ``jax.grad``
+        is the generalised gradient ``G``. See
+        :class:`~gflow_jax.risks.exact1d.ExactUniform1DRisk`.
+        """
+        return ExactUniform1DRisk(target, a, b)
+
+    @property
+    def num_nodes(self) -> int:
+        """Number ``N`` of nodes actually used (``≥ nodes``)."""
+        return int(self.x.shape[0])
+
+    def __call__(self, model: PyTree) -> Float[Array, ""]:
+        return _weighted_risk(model, self.x, self.y, self.weights)
+
+    def quadrature_error(self, model: PyTree) -> QuadratureError:
+        """Estimate the integration error of ``L_n`` and ``∇L_n`` at ``θ = model``.
+
+        Compares this rule with the finer ``measure.reference_rule(nodes, key)``: for
+        tensor Gauss rules the grid with twice the nodes per axis, for Sobol' an
+        independent scrambling with 8 times the points. The reference error is smaller
+        (``O(h)``–``O(h²)``), so ``|L_n − L_ref|`` and ``‖∇L_n − ∇L_ref‖`` estimate the
+        errors of this rule. It is an order-of-magnitude estimate: for kinked
+        integrands the error of a fixed rule fluctuates with the kinks' positions
+        relative to the nodes (factors of a few either way are normal). The reference
+        rule is built in NumPy when this is traced; the evaluation is jittable and
+        vmappable over models. Returns a :class:`QuadratureError`.
+        """
+        x2, w2 = _check_rule(
+            *self.measure.reference_rule(self.nodes, list(self.seed)),
+            self.measure.dim,
+            1,
+            f"{type(self.measure).__name__}.reference_rule",
+        )
+        x2 = jnp.asarray(x2, self.x.dtype)
+        y2, w2 = self._target_values(x2), jnp.asarray(w2, self.x.dtype)
+        return _compare_rules(model, (self.x, self.y, self.weights), (x2, y2, w2))
+
+
+@eqx.filter_jit
+def _compare_rules(model, rule, reference) -> QuadratureError:
+    """Value and gradient of the weighted risk with two rules (see ``quadrature_error``)."""
+    params, static = partition(model)
+
+    def value_and_grad(x, y, w):
+        return jax.value_and_grad(lambda p: _weighted_risk(eqx.combine(p, static), x, y, w))(params)
+
+    risk, grad = value_and_grad(*rule)
+    risk2, grad2 = value_and_grad(*reference)
+    diff = jtu.tree_map(jnp.subtract, grad, grad2)
+    return QuadratureError(
+        risk=risk,
+        risk_error=jnp.abs(risk - risk2),
+        grad_norm=_tree_norm(grad),
+        grad_error=_tree_norm(diff),
+    )

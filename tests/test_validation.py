@@ -1,0 +1,237 @@
+"""Bad input raises ValueError/TypeError at the boundary, with a message that says what to
+change. No test here compiles a flow: every error is raised before integration."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gflow_jax.flow import gradient_descent, gradient_flow, step_grid, time_grid
+from gflow_jax.models.shallow import ShallowReLU
+from gflow_jax.outcomes import Stop
+from gflow_jax.risks.empirical import EmpiricalRisk
+from gflow_jax.risks.targets import Affine, Constant, PiecewiseLinear, sample_data
+
+
+@pytest.fixture(scope="module")
+def problem():
+    x, y = sample_data(Affine(1.0, 0.5), 8)
+    return ShallowReLU(1, 2, key=jax.random.key(0)), EmpiricalRisk(x, y)
+
+
+def _gf(problem, **kw):
+    model, risk = problem
+    return gradient_flow(model, risk, kw.pop("t1", 1.0), **kw)
+
+
+def _gd(problem, **kw):
+    model, risk = problem
+    return gradient_descent(model, risk, kw.pop("learning_rate", 0.1), kw.pop("steps", 10), **kw)
+
+
+# -- shapes ----------------------------------------------------------------------------------
+
+
+def test_inputs_with_wrong_d_in(problem):
+    model, _ = problem
+    risk2 = EmpiricalRisk(jnp.ones((5, 2)), jnp.ones(5))
+    for run in (gradient_flow, gradient_descent):
+        with pytest.raises(ValueError, match=r"expects inputs of shape \(n, 1\), got \(5, 2\)"):
+            run(model, risk2, 1.0, 10) if run is gradient_descent else run(model, risk2, 1.0)
+    with pytest.raises(ValueError, match=r"Reshape a 1-d batch with x\[:, None\]"):
+        model(jnp.ones(5))
+
+
+def test_targets_with_wrong_rows_or_d_out(problem):
+    model, _ = problem
+    with pytest.raises(ValueError, match="same positive number of rows; got 5 and 4"):
+        EmpiricalRisk(jnp.ones(5), jnp.ones(4))
+    with pytest.raises(ValueError, match="same positive number of rows"):
+        EmpiricalRisk(jnp.ones((0, 1)), jnp.ones((0, 1)))
+    with pytest.raises(ValueError, match=r"must be \(N, d_in\) or \(N,\)"):
+        EmpiricalRisk(jnp.ones((5, 1, 1)), jnp.ones(5))
+    risk_d2 = EmpiricalRisk(jnp.ones(5), jnp.ones((5, 2)))
+    with pytest.raises(ValueError, match="check the model's d_out"):
+        gradient_flow(model, risk_d2, 1.0)
+
+
+def test_nan_or_inf_in_data():
+    with pytest.raises(ValueError, match="x contains NaN or inf; clean the data"):
+        EmpiricalRisk(jnp.array([0.0, jnp.nan]), jnp.ones(2))
+    with pytest.raises(ValueError, match="y contains NaN or inf"):
+        EmpiricalRisk(jnp.ones(2), jnp.array([1.0, jnp.inf]))
+    with pytest.raises(TypeError, match="x must be a floating array"):
+        EmpiricalRisk(jnp.arange(3), jnp.ones(3))
+
+
+def test_bad_weights():
+    with pytest.raises(ValueError, match=r"weights must have shape \(3,\)"):
+        EmpiricalRisk(jnp.ones(3), jnp.ones(3), jnp.ones(2))
+    for w in ([1.0, -1.0, 1.0], [0.0, 0.0, 0.0], [1.0, np.nan, 1.0]):
+        with pytest.raises(ValueError, match="finite, non-negative and not all zero"):
+            EmpiricalRisk(jnp.ones(3), jnp.ones(3), jnp.asarray(w))
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["d_in", "width", "d_out"])
+def test_model_sizes(field):
+    sizes = {"d_in": 1, "width": 2, "d_out": 1}
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match=f"{field} must be >= 1, got {bad}. Use a positive"):
+            ShallowReLU(**{**sizes, field: bad}, key=jax.random.key(0))
+    with pytest.raises(TypeError, match=f"{field} must be a positive int"):
+        ShallowReLU(**{**sizes, field: 2.5}, key=jax.random.key(0))
+
+
+def test_model_init_options():
+    with pytest.raises(ValueError, match="init must be 'normal', 'he' or 'lecun'"):
+        ShallowReLU(1, 2, key=jax.random.key(0), init="xavier")
+    for scale in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="scale must be a finite positive number"):
+            ShallowReLU(1, 2, key=jax.random.key(0), scale=scale)
+    with pytest.raises(ValueError, match=r"theta must have shape \(7,\)"):
+        ShallowReLU.from_flat(jnp.zeros(6), 1, 2)
+
+
+def test_model_without_trainable_arrays_or_mixed_dtypes():
+    class Empty(eqx.Module):
+        n: int = 3
+
+    with pytest.raises(ValueError, match="no trainable floating-point arrays"):
+        gradient_flow(Empty(), lambda m: jnp.zeros(()), 1.0)
+
+    class Mixed(eqx.Module):
+        a: jax.Array
+        b: jax.Array
+
+    m = Mixed(jnp.ones(2, jnp.float32), jnp.ones(2, jnp.float64))
+    with pytest.raises(TypeError, match="must share one dtype"):
+        gradient_flow(m, lambda m: jnp.sum(m.a) + jnp.sum(m.b), 1.0)
+
+
+def test_risk_must_be_a_scalar_callable(problem):
+    model, _ = problem
+    with pytest.raises(TypeError, match="risk must be callable"):
+        gradient_flow(model, 3.0, 1.0)
+    with pytest.raises(ValueError, match=r"must return a scalar, got shape \(2,\)"):
+        gradient_flow(model, lambda m: m.b, 1.0)
+
+
+# -- flow options ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t1", [0.0, -1.0, float("nan"), float("inf")])
+def test_t1_must_be_positive(problem, t1):
+    with pytest.raises(ValueError, match="t1 must be a finite positive number.*Pass the final"):
+        _gf(problem, t1=t1)
+    with pytest.raises(TypeError, match="t1 must be a positive number"):
+        _gf(problem, t1="10")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"risk_tol": 0}, "Stop.risk_tol must be a finite positive number, got 0.0"),
+        ({"risk_tol": -1e-3}, "Stop.risk_tol must be a finite positive number"),
+        ({"grad_tol": -1}, "Stop.grad_tol must be a finite positive number, got -1.0"),
+        ({"grad_tol": float("nan")}, "Stop.grad_tol must be a finite positive number"),
+        ({"bound": 0.0}, "Stop.bound must be a positive number, got 0.0"),
+    ],
+)
+def test_stop_tolerances_must_be_positive(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Stop(**kwargs)
+
+
+def test_stop_type_errors(problem):
+    with pytest.raises(TypeError, match="Stop.risk_tol must be a positive number"):
+        Stop(risk_tol="small")
+    with pytest.raises(TypeError, match="stop must be a gflow_jax.Stop"):
+        _gf(problem, stop={"risk_tol": 1e-3})
+    assert Stop(bound=float("inf")).bound == float("inf")  # inf disables the bound
+
+
+@pytest.mark.parametrize(
+    "save_ts, match",
+    [
+        ([0.0, 0.5, 0.3], r"save_ts must be non-decreasing and lie in \[0, t1\]"),
+        ([1.0, 0.5, 0.0], r"save_ts must be non-decreasing"),
+        ([0.0, 0.5, 1.5], r"lie in \[0, t1\]"),
+        ([-0.1, 0.5], r"lie in \[0, t1\]"),
+        ([[0.0, 0.5]], "save_ts must be a non-empty 1-d array"),
+        ([], "save_ts must be a non-empty 1-d array"),
+    ],
+)
+def test_bad_save_ts(problem, save_ts, match):
+    with pytest.raises(ValueError, match=match):
+        _gf(problem, save_ts=np.array(save_ts))
+
+
+def test_n_save_at_least_two(problem):
+    with pytest.raises(ValueError, match="n_save must be >= 2, got 1"):
+        _gf(problem, n_save=1)
+    with pytest.raises(ValueError, match="n_save must be >= 2, got 1"):
+        _gd(problem, n_save=1)
+    with pytest.raises(ValueError, match="n_save must be >= 2"):
+        time_grid(1.0, 1)
+    with pytest.raises(ValueError, match="n_save must be >= 2"):
+        step_grid(10, 1)
+
+
+def test_solver_options(problem):
+    with pytest.raises(ValueError, match="max_steps must be >= 1, got 0"):
+        _gf(problem, max_steps=0)
+    with pytest.raises(TypeError, match="max_steps must be an int"):
+        _gf(problem, max_steps=1e3)
+    with pytest.raises(ValueError, match="dt0 must be a finite positive number"):
+        _gf(problem, dt0=-0.1)
+    with pytest.raises(TypeError, match="solver must be a diffrax.AbstractSolver"):
+        _gf(problem, solver="tsit5")
+    with pytest.raises(TypeError, match="controller must be a diffrax.AbstractStepSizeController"):
+        _gf(problem, controller=1e-6)
+    assert isinstance(diffrax.Tsit5(), diffrax.AbstractSolver)
+
+
+# -- descent options -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf")])
+def test_learning_rate_must_be_positive(problem, lr):
+    with pytest.raises(ValueError, match="learning_rate must be a finite positive number"):
+        _gd(problem, learning_rate=lr)
+
+
+def test_steps_and_optimizer(problem):
+    for steps in (0, -5):
+        with pytest.raises(ValueError, match=f"steps must be >= 1, got {steps}"):
+            _gd(problem, steps=steps)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        _gd(problem, steps=10.0)
+    with pytest.raises(TypeError, match="optimizer must be an optax.GradientTransformation"):
+        _gd(problem, optimizer="adam")
+
+
+# -- targets and data ------------------------------------------------------------------------------
+
+
+def test_target_and_sampling_errors():
+    with pytest.raises(ValueError, match="scalar or 1-d slope and a scalar intercept"):
+        Affine(jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="scalar or a 1-d vector"):
+        Constant(jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="equal length >= 2"):
+        PiecewiseLinear([0.0], [1.0])
+    with pytest.raises(ValueError, match="knots must be finite"):
+        PiecewiseLinear([0.0, np.nan], [1.0, 2.0])
+    with pytest.raises(ValueError, match="1-d target"):
+        PiecewiseLinear([0.0, 1.0], [0.0, 1.0])(jnp.ones((3, 2)))
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        sample_data(Affine(1.0), 0)
+    with pytest.raises(ValueError, match="need finite low < high"):
+        sample_data(Affine(1.0), 5, low=1.0, high=1.0)
+    with pytest.raises(ValueError, match="d_in must be >= 1"):
+        sample_data(Affine(1.0), 5, d_in=0, key=jax.random.key(0))
