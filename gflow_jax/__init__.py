@@ -5,6 +5,13 @@ model → risk → flow → ensemble → storage → plots. The public API is re
 
 from . import plots
 from .certificates.rates import tail_rate
+from .certificates.wellposed import (
+    WellPosedReport,
+    inf_norm,
+    power_iteration,
+    spectral_norm_upper_bound,
+    well_posedness,
+)
 from .ensemble import Ensemble, Fraction, run_ensemble, wilson_interval
 from .flow import (
     StateReport,
@@ -18,7 +25,16 @@ from .flow import (
     time_grid,
     tree_norm,
 )
-from .models import ShallowReLU, partition, relu, smooth_relu, trainable_filter
+from .models import (
+    Equilibrium,
+    ImplicitReLU,
+    ShallowReLU,
+    partition,
+    relu,
+    smooth_relu,
+    solve_equilibrium,
+    trainable_filter,
+)
 from .outcomes import Outcome, Stop, classify, outcome_names
 from .risks import (
     AbstractRisk,
@@ -34,5 +50,6 @@ from .risks import (
 from .risks.exact1d import ExactUniform1DRisk
 from .risks.measures import AbstractMeasure, Gaussian, QuadratureError, Uniform
 from .risks.population import PopulationRisk
+from .sweep import run_sweep
 
 __version__ = "0.1.0"

@@ -119,7 +119,8 @@ def test_report_fields_and_gd_condition(least_squares):
     r = 1.5 * ls["r_star"]
     rep = ball_criterion(ls["risk"], ls["model"], r, key=jax.random.key(2), **OPTS)
     assert isinstance(rep, CriterionReport) and bool(rep.holds)
-    assert rep.alpha_source_name == "ADVERSARIAL"
+    # found by a local search (the flow probe ends with e ∝ u_n, the flow's slowest mode)
+    assert rep.alpha_source_name in ("ADVERSARIAL", "PROBE")
     assert float(rep.alpha) == pytest.approx(ls["alpha"], rel=1e-2)
     e0 = ls["A"] @ ls["theta0"] - ls["y"]
     ratio0 = 4 * np.sum((ls["A"].T @ e0) ** 2) / (e0 @ e0)
@@ -232,7 +233,7 @@ def test_batched_matches_single(least_squares):
         single = ball_criterion(
             ls["risk"], Point(jnp.asarray(theta)), radii[i], key=keys[i], **OPTS
         )
-        for name in ("alpha", "beta", "holds", "alpha_distance", "travel_bound"):
+        for name in ("alpha", "beta", "holds", "travel_bound", "margin"):
             np.testing.assert_allclose(
                 getattr(batch, name)[i], getattr(single, name), rtol=1e-8, err_msg=name
             )

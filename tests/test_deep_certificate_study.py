@@ -24,6 +24,7 @@ CONFIG = DeepCertificateConfig(
     n_random=8,
     n_adversarial=3,
     ascent_steps=100,
+    probe_steps=200,
     hessian_iters=8,
     t1=1e3,
     chunk_size=4,
@@ -51,6 +52,7 @@ def test_study_dataset(study):
     assert bool(pos["certified"].all())
     # ... and every certified flow converged: no false certificate anywhere
     assert int(ds["false_certificates"].sum()) == 0
+    assert int(ds["left_ball"].sum()) == 0
     cert, conv = ds["certified"].values, ds["converged"].values
     assert np.all(conv[cert])
     np.testing.assert_array_equal(conv, ds["outcome"].values == int(Outcome.CONVERGED))
@@ -103,6 +105,8 @@ def test_config_validation():
         DeepCertificateConfig(activation="gelu")
     with pytest.raises(ValueError):
         DeepCertificateConfig(radius_factors=(0.0,))
+    with pytest.raises(ValueError):
+        DeepCertificateConfig(radius_factors=(2.0, 1.0))
     with pytest.raises(ValueError):
         DeepCertificateConfig(seeds=0)
     with pytest.raises(TypeError):

@@ -21,17 +21,26 @@ not a proof. To make the search less optimistic, ``α̂`` combines
 1. the centre ``θ_0``;
 2. random points uniform in ``B``;
 3. the points of an actual flow (``Trajectory.path``) that lie in ``B``;
-4. an adversarial search: projected normalised gradient descent on
-   ``log(‖∇f‖²/f)`` (i.e. ascent on ``f/‖∇f‖²``) inside ``B`` from several starts,
-   keeping the best point met;
+4. a *flow probe*: projected gradient descent ``θ ← P_B(θ − η∇f(θ))`` from ``θ_0`` with
+   ``η = probe_lr/β̂(θ_0)`` (a discretised gradient flow). This is the search that
+   matters most: if the true flow leaves ``B``, its path length inside ``B`` is at least
+   ``r`` while ``d/dt √f ≤ −(√ρ/2)‖θ'‖`` with ``ρ`` the smallest ratio on that path, so
+   ``ρ ≤ 4 f(θ_0)/r²`` somewhere on the path inside ``B`` — a faithful probe that gets
+   that far refutes the criterion. Random and adversarial points alone typically miss
+   such regions (e.g. a plateau near a saddle that the flow reaches quickly);
+5. an adversarial search: projected normalised gradient descent on
+   ``log(‖∇f‖²/f)`` (i.e. ascent on ``f/‖∇f‖²``) inside ``B`` from ``θ_0``, the probe's
+   best point and random points, keeping the best point met;
 
 and ``β̂`` maximises a Lanczos (or power-iteration) estimate of ``‖∇²f‖_op``, built from
 Hessian-vector products ``jax.jvp(jax.grad(f))`` (never a dense Hessian), over the centre,
-the ``α̂`` minimiser, the adversarial end points, some random points and some trajectory
-points. Points with ``f ≤ f_floor`` are excluded from ``α̂`` (``f > 0`` in the definition).
-The default floor ``(10³ ε)² f(θ_0)`` (``ε`` = machine epsilon: ``5·10⁻²⁶ f(θ_0)`` in
-float64, ``1.4·10⁻⁸ f(θ_0)`` in float32) keeps points where a squared loss's residuals
-``e = N − y`` are still resolved to ~0.1 % (their rounding error is ``~ε‖y‖``); it must be
+the ``α̂`` minimiser, the end points of the probe and adversarial searches, some random
+points and some trajectory points.
+
+Points with ``f ≤ f_floor`` are excluded from ``α̂`` (``f > 0`` in the definition). The
+default floor ``(10³ ε)² f(θ_0)`` (``ε`` = machine epsilon: ``5·10⁻²⁶ f(θ_0)`` in float64,
+``1.4·10⁻⁸ f(θ_0)`` in float32) keeps points where a squared loss's residuals ``e = N − y``
+are still resolved to ~0.1 % (their rounding error is ``~ε‖y‖``); it must be
 small because along a converging flow ``‖∇f‖²/f`` keeps decreasing towards its limit.
 
 All functions work on the *trainable* parameters (:func:`gflow_jax.models.base.partition`),
@@ -80,6 +89,7 @@ class Search(enum.IntEnum):
     RANDOM = 1
     TRAJECTORY = 2
     ADVERSARIAL = 3
+    PROBE = 4
 
 
 # ----------------------------------------------------------------------------------
@@ -244,7 +254,7 @@ class CriterionReport(eqx.Module):
     initial_risk: Float[Array, ""]
     alpha: Float[Array, ""]
     alpha_center: Float[Array, ""]
-    alpha_by_search: Float[Array, " 4"]
+    alpha_by_search: Float[Array, " 5"]
     alpha_point: PyTree
     alpha_distance: Float[Array, ""]
     alpha_source: Int[Array, ""]
@@ -371,6 +381,8 @@ def _criterion_core(
     n_adversarial,
     ascent_steps,
     ascent_lr,
+    probe_steps,
+    probe_lr,
     n_beta,
     hessian_iters,
     hessian_method,
@@ -390,16 +402,23 @@ def _criterion_core(
         r = g2 / jnp.where(ok, value, 1.0)
         return jnp.where(ok & jnp.isfinite(r), r, inf)
 
+    def op_norms(points, z):
+        return jax.vmap(lambda th, v: _operator_norm(f, th, v, hessian_iters, hessian_method))(
+            points, z[:, :p]
+        )
+
     # One normal draw for every random quantity (each jax.random call is costly to compile).
-    n_start = max(n_adversarial - 1, 0)
+    n_start = max(n_adversarial - 1 - (1 if probe_steps else 0), 0)
     beta_rand = min(n_beta, n_random)
     beta_path = np.zeros(0, int)
     if path_flat is not None and n_beta:
         T = path_flat.shape[0]
         beta_path = np.unique(np.linspace(0, T - 1, min(n_beta, T)).round().astype(int))
-    n_beta_pts = 2 + n_adversarial + beta_rand + beta_path.size
-    z = jax.random.normal(key, (n_random + n_start + n_beta_pts, p + 1), dtype)
-    z_rand, z_start, z_beta = z[:n_random], z[n_random : n_random + n_start], z[-n_beta_pts:]
+    n_beta_a = 1 + beta_rand + beta_path.size
+    n_beta_b = 1 + n_adversarial + (1 if probe_steps else 0)
+    sizes = np.cumsum([n_random, n_start, n_beta_a, n_beta_b])
+    z = jax.random.normal(key, (int(sizes[-1]), p + 1), dtype)
+    z_rand, z_start, z_beta_a, z_beta_b = jnp.split(z, sizes[:-1])
 
     # 0.–2. the centre, random points uniform in the ball and the flow's points in the ball
     # (one vmapped evaluation for all of them: one compiled copy of the gradient)
@@ -419,9 +438,51 @@ def _criterion_core(
     floor = f_floor_rel * f0
     vals = jnp.where(inside, as_ratio(values, g2s, floor), inf)
 
-    # 3. adversarial: projected normalised descent on log(‖∇f‖²/f) from several starts
+    # β̂, first part: the centre, some random points, some trajectory points
+    beta_pts = [flat0[None]]
+    if beta_rand:
+        beta_pts.append(rand[:beta_rand])
+    if beta_path.size:
+        beta_pts.append(cands[1 + n_random + beta_path])  # θ_0 where outside B
+    norms_a = op_norms(jnp.concatenate(beta_pts), z_beta_a)
+    beta_center = norms_a[0]
+
+    ends = []  # end points of the local searches, for β̂
+
+    # 3. flow probe: projected gradient descent on f from θ_0 with step probe_lr/β̂(θ_0)
+    if probe_steps:
+        g0 = jnp.sqrt(g2s[0])
+        eta = jnp.where(
+            beta_center > 0,
+            probe_lr / jnp.where(beta_center > 0, beta_center, 1.0),
+            radius / (probe_steps * jnp.where(g0 > 0, g0, 1.0)),
+        )
+
+        def probe_step(carry, _):
+            theta, best_val, best_theta = carry
+            value, grad = jax.value_and_grad(f)(theta)
+            val = as_ratio(value, jnp.vdot(grad, grad), floor)
+            better = val < best_val
+            best_theta = jnp.where(better, theta, best_theta)
+            new = _project(theta - eta * grad, flat0, radius)
+            new = jnp.where(jnp.all(jnp.isfinite(new)), new, theta)
+            return (new, jnp.minimum(val, best_val), best_theta), None
+
+        (probe_last, probe_val, probe_best), _ = jax.lax.scan(
+            probe_step, (flat0, inf, flat0), None, length=probe_steps
+        )
+        cands = jnp.concatenate([cands, probe_best[None]])
+        vals = jnp.concatenate([vals, probe_val[None]])
+        srcs = jnp.concatenate([srcs, jnp.array([Search.PROBE])])
+        ends.append(probe_last[None])
+
+    # 4. adversarial: projected normalised descent on log(‖∇f‖²/f) from θ_0, the probe's
+    #    best point and random points of the ball
     if n_adversarial:
-        starts = jnp.concatenate([flat0[None], _ball_points(z_start, flat0, radius)])
+        starts = [flat0[None]]
+        if probe_steps and n_adversarial > 1:
+            starts.append(probe_best[None])
+        starts = jnp.concatenate(starts + [_ball_points(z_start, flat0, radius)])
 
         def objective(theta):
             value, g2 = value_and_sq(theta)
@@ -453,30 +514,21 @@ def _criterion_core(
         cands = jnp.concatenate([cands, adv_best])
         vals = jnp.concatenate([vals, adv_vals])
         srcs = jnp.concatenate([srcs, jnp.full((n_adversarial,), Search.ADVERSARIAL)])
+        ends.append(adv_last)
 
     i = jnp.argmin(vals)
     alpha, alpha_theta, source = vals[i], cands[i], srcs[i]
     by_search = jnp.stack([jnp.min(jnp.where(srcs == s, vals, inf), initial=inf) for s in Search])
 
-    # β̂: Hessian norm maximised over the centre, the α point, adversarial end points,
-    # some random points and some trajectory points.
-    beta_pts = [flat0[None], alpha_theta[None]]
-    if n_adversarial:
-        beta_pts.append(adv_last)
-    if beta_rand:
-        beta_pts.append(rand[:beta_rand])
-    if beta_path.size:
-        # trajectory rows (replaced by θ_0 where outside B)
-        beta_pts.append(cands[1 + n_random + beta_path])
-    beta_pts = jnp.concatenate(beta_pts)
-    norms = jax.vmap(lambda th, v: _operator_norm(f, th, v, hessian_iters, hessian_method))(
-        beta_pts, z_beta[:, :p]
-    )
-    beta = jnp.max(norms)
+    # β̂, second part: the α point and the end points of the local searches
+    norms_b = op_norms(jnp.concatenate([alpha_theta[None]] + ends), z_beta_b)
+    beta = jnp.maximum(jnp.max(norms_a), jnp.max(norms_b))
 
     margin = radius**2 * alpha / (4 * f0)
     travel = 2 * jnp.sqrt(f0 / alpha)
     max_step = 2 / beta
+    num_points = vals.shape[0] - (1 if probe_steps else 0) - n_adversarial
+    num_points += probe_steps + ascent_steps * n_adversarial
     return CriterionReport(
         radius=radius,
         initial_risk=f0,
@@ -487,7 +539,7 @@ def _criterion_core(
         alpha_distance=jnp.linalg.norm(alpha_theta - flat0),
         alpha_source=source.astype(jnp.int32),
         beta=beta,
-        beta_center=norms[0],
+        beta_center=beta_center,
         holds=4 * f0 < radius**2 * alpha,
         margin=margin,
         rate=alpha,
@@ -495,7 +547,7 @@ def _criterion_core(
         max_step=max_step,
         gd_max_step=jnp.maximum(max_step * (1 - travel / radius), 0.0),
         center=unravel(flat0),
-        num_points=jnp.asarray(vals.shape[0] + (ascent_steps * n_adversarial), jnp.int32),
+        num_points=jnp.asarray(num_points, jnp.int32),
     )
 
 
@@ -505,6 +557,8 @@ class _Options:
     n_adversarial: int
     ascent_steps: int
     ascent_lr: float
+    probe_steps: int
+    probe_lr: float
     n_beta: int
     hessian_iters: int
     hessian_method: str
@@ -529,6 +583,8 @@ def _prepare(risk, model, key, trajectory, f_floor, what, **opts):
         n_adversarial=_nonneg_int("n_adversarial", opts["n_adversarial"]),
         ascent_steps=positive_int("ascent_steps", opts["ascent_steps"]),
         ascent_lr=positive_float("ascent_lr", opts["ascent_lr"]),
+        probe_steps=_nonneg_int("probe_steps", opts["probe_steps"]),
+        probe_lr=positive_float("probe_lr", opts["probe_lr"]),
         n_beta=_nonneg_int("n_beta", opts["n_beta"]),
         hessian_iters=positive_int("hessian_iters", opts["hessian_iters"]),
         hessian_method=_check_method(opts["hessian_method"]),
@@ -566,6 +622,8 @@ def ball_criterion(
     n_adversarial: int = 4,
     ascent_steps: int = 100,
     ascent_lr: float = 0.2,
+    probe_steps: int = 500,
+    probe_lr: float = 1.0,
     trajectory=None,
     n_beta: int = 4,
     hessian_iters: int = 32,
@@ -582,16 +640,19 @@ def ball_criterion(
 
     **Searches** (module docstring): the centre; ``n_random`` points uniform in the ball;
     the points of ``trajectory.path`` inside the ball (a :class:`gflow_jax.flow.Trajectory`
-    from ``gradient_flow(..., save_path=True)``, optional); ``n_adversarial`` runs (the
-    first from ``θ_0``, the rest from random points of the ball) of ``ascent_steps`` steps
-    of projected normalised gradient descent on ``log(‖∇f‖²/f)``, step lengths decaying
-    geometrically from ``ascent_lr · r`` to ``10^{−3} ascent_lr · r``. Points with
+    from ``gradient_flow(..., save_path=True)``, optional); a flow probe of ``probe_steps``
+    projected gradient-descent steps ``η = probe_lr/β̂(θ_0)`` from ``θ_0`` (``0`` disables
+    it); ``n_adversarial`` runs (from ``θ_0``, the probe's best point, then random points
+    of the ball) of ``ascent_steps`` steps of projected normalised gradient descent on
+    ``log(‖∇f‖²/f)``, step lengths decaying geometrically from ``ascent_lr · r`` to
+    ``10^{−3} ascent_lr · r``. Points with
     ``f ≤ f_floor`` (default ``(10³ε)² f(θ_0)``, see the module docstring) are excluded
     (``f > 0`` in the definition of ``α``).
 
     ``β̂``: ``hessian_iters`` steps of Lanczos (``hessian_method="lanczos"``) or power
     iteration (``"power"``) on Hessian-vector products at the centre, the ``α̂`` point,
-    the adversarial end points and up to ``n_beta`` random and ``n_beta`` trajectory points.
+    the probe's and adversarial end points and up to ``n_beta`` random and ``n_beta``
+    trajectory points.
 
     **Errors and warnings**: ``radius`` not finite and positive, or ``f(θ_0) = 0`` →
     ``ValueError``; a model with a ReLU activation (``DeepMLP(..., "relu")``,
@@ -612,6 +673,8 @@ def ball_criterion(
         n_adversarial=n_adversarial,
         ascent_steps=ascent_steps,
         ascent_lr=ascent_lr,
+        probe_steps=probe_steps,
+        probe_lr=probe_lr,
         n_beta=n_beta,
         hessian_iters=hessian_iters,
         hessian_method=hessian_method,
@@ -641,6 +704,8 @@ def batched_ball_criterion(
     n_adversarial: int = 4,
     ascent_steps: int = 100,
     ascent_lr: float = 0.2,
+    probe_steps: int = 500,
+    probe_lr: float = 1.0,
     n_beta: int = 4,
     hessian_iters: int = 32,
     hessian_method: str = "lanczos",
@@ -665,6 +730,8 @@ def batched_ball_criterion(
         n_adversarial=_nonneg_int("n_adversarial", n_adversarial),
         ascent_steps=positive_int("ascent_steps", ascent_steps),
         ascent_lr=positive_float("ascent_lr", ascent_lr),
+        probe_steps=_nonneg_int("probe_steps", probe_steps),
+        probe_lr=positive_float("probe_lr", probe_lr),
         n_beta=_nonneg_int("n_beta", n_beta),
         hessian_iters=positive_int("hessian_iters", hessian_iters),
         hessian_method=_check_method(hessian_method),
@@ -770,6 +837,8 @@ def radius_scan(
         n_adversarial=4,
         ascent_steps=100,
         ascent_lr=0.2,
+        probe_steps=500,
+        probe_lr=1.0,
         n_beta=4,
         hessian_iters=32,
         hessian_method="lanczos",

@@ -91,9 +91,11 @@ class DeepCertificateConfig:
     - ``seeds``: initialisations per cell; ``data_seed``: the data set of size ``n`` is
       ``linearly_independent_data(n, d, key(data_seed), allow_dependent=True)`` — fixed
       across seeds, depths and schemes (the ensemble is over initialisations);
-    - ``radius_factors``: radii ``c · r_0`` scanned by the certificate (module docstring);
-    - ``n_random``, ``n_adversarial``, ``ascent_steps``, ``hessian_iters``: criterion
-      search effort (:func:`gflow_jax.certificates.ball.ball_criterion`);
+    - ``radius_factors``: increasing radii ``c · r_0`` scanned by the certificate (module
+      docstring); ``α̂`` (``β̂``) is made non-increasing (non-decreasing) in ``r``;
+    - ``n_random``, ``n_adversarial``, ``ascent_steps``, ``probe_steps``,
+      ``hessian_iters``: criterion search effort
+      (:func:`gflow_jax.certificates.ball.ball_criterion`);
     - ``t1``, ``risk_tol``, ``max_steps``: gradient flow horizon, convergence threshold
       (``f ≤ risk_tol``) and solver budget; ``chunk_size``: ensemble pool size.
     """
@@ -111,6 +113,7 @@ class DeepCertificateConfig:
     n_random: int = 64
     n_adversarial: int = 4
     ascent_steps: int = 100
+    probe_steps: int = 1000
     hessian_iters: int = 32
     t1: float = 1e4
     risk_tol: float = 1e-8
@@ -130,7 +133,7 @@ class DeepCertificateConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")
-        for name in ("n_random", "n_adversarial"):
+        for name in ("n_random", "n_adversarial", "probe_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {v!r}.")
@@ -151,6 +154,8 @@ class DeepCertificateConfig:
         rf = tuple(self.radius_factors)
         if not rf or any(not (math.isfinite(c) and c > 0) for c in rf):
             raise ValueError(f"radius_factors must be finite positive numbers, got {rf!r}.")
+        if any(b <= a for a, b in zip(rf, rf[1:], strict=False)):
+            raise ValueError(f"radius_factors must be strictly increasing, got {rf!r}.")
         for name in ("t1", "risk_tol", "sharpness"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -208,6 +213,7 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
         n_random=config.n_random,
         n_adversarial=config.n_adversarial,
         ascent_steps=config.ascent_steps,
+        probe_steps=config.probe_steps,
         hessian_iters=config.hessian_iters,
     )
     # the flow's end point is one of the points searched (it is ignored if outside the ball)
@@ -224,6 +230,13 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
     alpha, beta, margin, travel, source = (
         np.stack(a, -1) for a in (alpha, beta, margin, travel, source)
     )
+    # a point found in a smaller ball lies in every larger one: make α̂ (β̂) monotone in r
+    alpha = np.minimum.accumulate(alpha, axis=-1)
+    beta = np.maximum.accumulate(beta, axis=-1)
+    radii = np.asarray(config.radius_factors)[None, :] * r0[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin = np.where(np.isfinite(r0)[:, None], radii**2 * alpha / (4 * f0[:, None]), 0.0)
+        travel = 2 * np.sqrt(f0[:, None] / alpha)
     holds = margin > 1
     certified = holds.any(-1)
     first = np.argmax(holds, -1)
@@ -277,7 +290,9 @@ def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
     ``converged_col``: yes/no), ``false_certificates`` (certified, not converged),
     ``median_observed_rate``, ``median_alpha_certified``, ``median_rate_ratio``
     (observed / α̂ over certified seeds), ``within_travel`` (fraction of certified seeds
-    with ``final_distance ≤ travel_certified``). Per ``n``: ``gram_lambda_min`` and the
+    with ``final_distance ≤ travel_certified``), ``left_ball`` (number of certified seeds
+    whose flow *ended* outside the certified ball, ``final_distance > radius_certified``:
+    a refuted certificate even if the flow converged). Per ``n``: ``gram_lambda_min`` and the
     coordinate ``n_over_d``.
     """
     import xarray as xr
@@ -323,6 +338,7 @@ def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
         key: np.full((S, D, N), np.nan)
         for key in ("observed_rate", "alpha_certified", "rate_ratio", "within_travel")
     }
+    left = np.zeros((S, D, N), np.int64)
     for i, j, k in cells:
         for key, arr in (("certified", cert), ("converged", conv)):
             w = wilson_interval(int(arr[i, j, k].sum()), B)
@@ -340,6 +356,7 @@ def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
                 per_seed["travel_certified"][i, j, k][c],
             )
             med["within_travel"][i, j, k] = float(np.mean(dist <= tb))
+            left[i, j, k] = int(np.sum(dist > per_seed["radius_certified"][i, j, k][c]))
     cell_dims = ("scheme", "depth", "n")
     for key in ("certified", "converged"):
         data_vars[f"frac_{key}"] = (cell_dims, frac[key][..., 0])
@@ -347,6 +364,7 @@ def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
         data_vars[f"frac_{key}_high"] = (cell_dims, frac[key][..., 2])
     data_vars["table"] = (cell_dims + ("certified_row", "converged_col"), counts)
     data_vars["false_certificates"] = (cell_dims, counts[..., 0, 1])
+    data_vars["left_ball"] = (cell_dims, left)
     data_vars["median_observed_rate"] = (cell_dims, med["observed_rate"])
     data_vars["median_alpha_certified"] = (cell_dims, med["alpha_certified"])
     data_vars["median_rate_ratio"] = (cell_dims, med["rate_ratio"])
@@ -395,8 +413,8 @@ def table(dataset) -> str:
     ds = dataset
     rows = [
         "| scheme | depth | n | n/d | λ_min(XXᵀ) | certified [95% CI] | converged [95% CI] | "
-        "false cert. | median α̂ | median obs. rate | median obs./α̂ |",
-        "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
+        "false cert. | left ball | median α̂ | median obs. rate | median obs./α̂ |",
+        "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in ds["scheme"].values:
         for dep in ds["depth"].values:
@@ -410,6 +428,7 @@ def table(dataset) -> str:
                     f"| {s} | {int(dep)} | {int(n)} | {float(c['n_over_d']):.2f} | "
                     f"{float(c['gram_lambda_min']):.2e} | {frac('certified')} | "
                     f"{frac('converged')} | {int(c['false_certificates'])} | "
+                    f"{int(c['left_ball'])} | "
                     f"{_fmt(c['median_alpha_certified'])} | {_fmt(c['median_observed_rate'])} | "
                     f"{_fmt(c['median_rate_ratio'])} |"
                 )
@@ -422,51 +441,58 @@ def _fmt(x) -> str:
 
 
 def plot(dataset, path: str | os.PathLike):
-    """Fractions certified (solid) and converged (dashed) vs ``n/d``, one panel per depth.
+    """Fractions certified (top row) and converged (bottom row) vs ``n/d``, one column per
+    depth, one colour per initialisation scheme.
 
-    Error bars are the Wilson 95 % intervals. Writes the figure to ``path`` (format from
-    the suffix) and returns the matplotlib ``Figure``.
+    Error bars are the Wilson 95 % intervals; schemes are shifted slightly along ``x`` so
+    their bars do not overlap; the dotted line marks ``n = d`` (the theorem needs
+    ``n ≤ d``). Writes the figure to ``path`` (format from the suffix) and returns the
+    matplotlib ``Figure`` (no global pyplot state is touched).
     """
     import matplotlib
     from matplotlib.figure import Figure
 
     ds = dataset
     depths = ds["depth"].values
-    fig = Figure(figsize=(4 * len(depths), 3.4))
-    axes = fig.subplots(1, len(depths), sharey=True, squeeze=False)
+    schemes = ds["scheme"].values
     x = ds["n_over_d"].values
+    span = (x.max() - x.min()) if x.size > 1 else 1.0
+    shift = 0.012 * span * (np.arange(len(schemes)) - (len(schemes) - 1) / 2)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, dep in zip(axes[0], depths, strict=True):
-        for idx, s in enumerate(ds["scheme"].values):
-            c = ds.sel(scheme=s, depth=dep)
-            col = colors[idx % len(colors)]
-            for key, style, label in (
-                ("certified", "-", "certified"),
-                ("converged", "--", "converged"),
-            ):
+    fig = Figure(figsize=(3.6 * len(depths) + 1.8, 5.2))
+    axes = fig.subplots(2, len(depths), sharex=True, sharey=True, squeeze=False)
+    for row, key in enumerate(("certified", "converged")):
+        for col, dep in enumerate(depths):
+            ax = axes[row, col]
+            for idx, s in enumerate(schemes):
+                c = ds.sel(scheme=s, depth=dep)
                 y = c[f"frac_{key}"].values
                 err = np.stack([y - c[f"frac_{key}_low"].values, c[f"frac_{key}_high"].values - y])
                 ax.errorbar(
-                    x,
+                    x + shift[idx],
                     y,
                     yerr=err,
-                    ls=style,
                     marker="o",
                     ms=3,
                     capsize=2,
-                    color=col,
-                    label=f"{s} {label}",
+                    lw=1,
+                    color=colors[idx % len(colors)],
+                    label=str(s),
                 )
-        ax.axvline(1.0, color="0.6", lw=0.8, ls=":")
-        ax.set_title(f"depth L = {int(dep)}")
-        ax.set_xlabel("n / d")
-        ax.set_ylim(-0.05, 1.05)
-    axes[0, 0].set_ylabel("fraction of initialisations")
-    axes[0, -1].legend(fontsize=7, loc="best")
+            ax.axvline(1.0, color="0.6", lw=0.8, ls=":")
+            ax.set_ylim(-0.05, 1.05)
+            if row == 0:
+                ax.set_title(f"depth L = {int(dep)}", fontsize=9)
+            else:
+                ax.set_xlabel("n / d")
+        axes[row, 0].set_ylabel(f"fraction {key}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, title="init", title_fontsize=7)
     fig.suptitle(
-        f"Ball criterion (estimated) vs gradient flow, {ds.attrs.get('config_activation', '')}",
+        "ESTIMATED ball criterion vs gradient flow "
+        f"({ds.attrs.get('config_activation', '')}, d = {ds.attrs.get('config_d', '?')})",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (3.6 * len(depths) + 1.8), 1))
     fig.savefig(os.fspath(path), dpi=120)
     return fig

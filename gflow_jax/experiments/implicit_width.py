@@ -72,8 +72,8 @@ class ImplicitWidthConfig:
     - ``init``: ``"spectral"`` or ``"normal"`` (:class:`ImplicitReLU`); ``margin``:
       well-posedness margin (``ILL_POSED`` once ``γ‖A‖₂ ≥ 1 − margin``);
     - ``t1``: flow horizon; ``risk_tol``: convergence threshold; ``grad_tol``: critical
-      point threshold ``‖∇L‖² ≤ grad_tol (1 + L)`` (tiny by default: a linearly converging
-      flow has ``‖∇L‖² ≈ 2σ_min² L``, which may be small long before ``L ≤ risk_tol``);
+      point threshold ``‖∇L‖² ≤ grad_tol · L`` (tiny by default: a linearly converging
+      flow has ``‖∇L‖² ≈ 2σ_min² L``, and ``σ_min`` may be small for ``m ≈ N``);
       ``max_steps``: solver
       (or GD) step budget; ``n_save``: saved points per trajectory (log-spaced over six
       decades of ``t``; dense, so the tail-rate fit has points in the last decades of

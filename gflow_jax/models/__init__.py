@@ -1,3 +1,4 @@
 from .activations import ACTIVATIONS, SMOOTH_ACTIVATIONS, relu, smooth_relu
 from .base import partition, trainable_filter
+from .implicit import Equilibrium, ImplicitReLU, solve_equilibrium
 from .shallow import ShallowReLU
