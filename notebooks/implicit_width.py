@@ -22,10 +22,10 @@ import os
 import jax
 
 jax.config.update("jax_enable_x64", True)
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-from gflow_jax.experiments import implicit_width  # noqa: E402
+from gflow_jax.experiments import implicit_width
 
 SMALL = os.environ.get("GFLOW_SMALL") == "1"
 OUT = os.environ.get("GFLOW_OUT", "results/notebooks/implicit_width")

@@ -26,14 +26,14 @@ import os
 import jax
 
 jax.config.update("jax_enable_x64", True)
-import equinox as eqx  # noqa: E402
-import matplotlib  # noqa: E402
+import equinox as eqx
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import gflow_jax as gf  # noqa: E402
+import gflow_jax as gf
 
 SMALL = os.environ.get("GFLOW_SMALL") == "1"
 WIDTHS = [1, 2] if SMALL else [1, 2, 4, 8, 16]
