@@ -19,8 +19,8 @@ test: $(STAMP)    ## the whole test suite
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
-	$(BIN)/ruff check gflow_jax tests benchmarks
-	$(BIN)/ruff format --check gflow_jax tests benchmarks
+	$(BIN)/ruff check gflow_jax tests benchmarks notebooks
+	$(BIN)/ruff format --check gflow_jax tests benchmarks notebooks
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"

@@ -6,19 +6,20 @@ python -m benchmarks.run_all            # what `make bench` runs
 import importlib
 import sys
 
+# (module, arguments): moderate sizes, minutes each on 2 CPU cores
 BENCHMARKS = [
-    "benchmarks.ensemble_throughput",
-    "benchmarks.population_vs_empirical",
-    "benchmarks.implicit_cost",
+    ("benchmarks.ensemble_throughput", []),
+    ("benchmarks.population_vs_empirical", ["--n", "32", "--t1", "100"]),
+    ("benchmarks.implicit_cost", []),
 ]
 
 
 def main() -> int:
     failed = []
-    for name in BENCHMARKS:
-        print(f"\n=== {name} ===", flush=True)
+    for name, args in BENCHMARKS:
+        print(f"\n=== {name} {' '.join(args)} ===", flush=True)
         try:
-            importlib.import_module(name).main([])
+            importlib.import_module(name).main(args)
         except Exception as exc:  # report and go on with the others
             print(f"{name} failed: {exc!r}", file=sys.stderr)
             failed.append(name)

@@ -37,19 +37,23 @@ from .models import (
 )
 from .outcomes import Outcome, Stop, classify, outcome_names
 from .risks import (
+    AbstractMeasure,
     AbstractRisk,
     AbstractTarget,
     Affine,
     Constant,
     EmpiricalRisk,
+    ExactUniform1DRisk,
     FunctionTarget,
+    Gaussian,
     PiecewiseLinear,
+    PopulationRisk,
+    QuadratureError,
+    Uniform,
     as_target,
+    exact_uniform_1d_risk,
     sample_data,
 )
-from .risks.exact1d import ExactUniform1DRisk
-from .risks.measures import AbstractMeasure, Gaussian, QuadratureError, Uniform
-from .risks.population import PopulationRisk
 from .sweep import run_sweep
 
 __version__ = "0.1.0"

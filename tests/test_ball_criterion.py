@@ -145,6 +145,26 @@ def test_report_fields_and_gd_condition(least_squares):
     assert "ESTIMATED" in rep.summary()
 
 
+def test_flow_probe_alone_finds_alpha(least_squares):
+    """Gradient descent from θ_0 (step 1/β) kills the residual along ``u_1`` at once and
+    leaves ``e_k ∝ u_n`` (the slowest mode): the ratio along the probe tends to ``4σ_n²``."""
+    ls = least_squares
+    rep = ball_criterion(
+        ls["risk"],
+        ls["model"],
+        1.1 * ls["r_star"],
+        key=jax.random.key(20),
+        n_random=0,
+        n_adversarial=0,
+        probe_steps=200,
+        n_beta=0,
+    )
+    assert rep.alpha_source_name == "PROBE"
+    assert float(rep.alpha) == pytest.approx(ls["alpha"], rel=1e-8)
+    assert float(rep.beta_center) == pytest.approx(ls["beta"], rel=1e-10)
+    assert bool(rep.holds)
+
+
 def test_adversarial_beats_random_when_infimum_on_the_edge(least_squares):
     """``f = exp(−2u·θ)``: ``‖∇f‖²/f = 4f``, minimal at the boundary point ``θ_0 + r u``.
     Uniform samples in ``R^40`` have ``u·(θ − θ_0) = O(r/√40)`` and miss it."""

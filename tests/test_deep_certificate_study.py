@@ -88,7 +88,7 @@ def test_table_and_plot(study, tmp_path):
     path = tmp_path / "fractions.png"
     fig = plot(study, path)
     assert path.exists() and path.stat().st_size > 1000
-    assert len(fig.axes) == 1
+    assert len(fig.axes) == 2  # rows certified / converged, one column per depth
 
 
 def test_config_validation():

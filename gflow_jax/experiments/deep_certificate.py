@@ -52,7 +52,7 @@ from ..models.deep import DeepMLP, linearly_independent_data
 from ..outcomes import Outcome, Stop
 from ..risks.empirical import EmpiricalRisk
 
-__all__ = ["DeepCertificateConfig", "parse_scheme", "plot", "run", "table"]
+__all__ = ["DeepCertificateConfig", "main", "parse_scheme", "plot", "run", "table"]
 
 _GAUSSIAN = ("lecun", "he", "ntk")
 
@@ -109,7 +109,7 @@ class DeepCertificateConfig:
     schemes: tuple[str, ...] = ("positive:10", "positive:100", "positive:1000", "lecun")
     seeds: int = 16
     data_seed: int = 0
-    radius_factors: tuple[float, ...] = (1.25, 2.0, 4.0)
+    radius_factors: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0)
     n_random: int = 64
     n_adversarial: int = 4
     ascent_steps: int = 100
@@ -459,7 +459,8 @@ def plot(dataset, path: str | os.PathLike):
     span = (x.max() - x.min()) if x.size > 1 else 1.0
     shift = 0.012 * span * (np.arange(len(schemes)) - (len(schemes) - 1) / 2)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig = Figure(figsize=(3.6 * len(depths) + 1.8, 5.2))
+    width = 3.6 * len(depths) + 1.4
+    fig = Figure(figsize=(width, 5.2))
     axes = fig.subplots(2, len(depths), sharex=True, sharey=True, squeeze=False)
     for row, key in enumerate(("certified", "converged")):
         for col, dep in enumerate(depths):
@@ -493,6 +494,34 @@ def plot(dataset, path: str | os.PathLike):
         f"({ds.attrs.get('config_activation', '')}, d = {ds.attrs.get('config_d', '?')})",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (3.6 * len(depths) + 1.8), 1))
+    fig.tight_layout(rect=(0, 0, 1 - 1.3 / width, 1))
     fig.savefig(os.fspath(path), dpi=120)
     return fig
+
+
+def main(argv=None) -> None:
+    """``python -m gflow_jax.experiments.deep_certificate --out DIR [--quick]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/deep_certificate")
+    parser.add_argument("--quick", action="store_true", help="a small grid (minutes on a CPU)")
+    args = parser.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    config = DeepCertificateConfig()
+    if args.quick:
+        config = dataclasses.replace(
+            config, depths=(2,), schemes=("positive:100", "positive:1000", "lecun"), seeds=8
+        )
+    ds = run(config, progress=True)
+    os.makedirs(args.out, exist_ok=True)
+    ds.to_netcdf(os.path.join(args.out, "deep_certificate.nc"), engine="h5netcdf")
+    plot(ds, os.path.join(args.out, "deep_certificate.png"))
+    md = table(ds)
+    with open(os.path.join(args.out, "deep_certificate.md"), "w") as fh:
+        fh.write(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -155,5 +155,7 @@ class ShallowReLU(eqx.Module):
         ):
             parts.append(theta[i : i + size].reshape(shape))
             i += size
-        template = cls(d_in, width, d_out, key=jax.random.key(0), dtype=theta.dtype)
+        template = eqx.filter_eval_shape(
+            cls, d_in, width, d_out, key=jax.random.key(0), dtype=theta.dtype
+        )
         return eqx.tree_at(lambda m: (m.w, m.b, m.v, m.c), template, tuple(parts))
