@@ -4,12 +4,23 @@ model → risk → flow → ensemble → storage → plots. The public API is re
 """
 
 from . import plots
-from .certificates.rates import tail_rate
-from .certificates.wellposed import (
+from .certificates import (
+    ContingencyTable,
+    CriterionReport,
+    PredictionCheck,
+    RadiusScan,
     WellPosedReport,
+    ball_criterion,
+    batched_ball_criterion,
+    certification_table,
+    check_prediction,
+    hessian_norm,
     inf_norm,
+    pl_ratio,
     power_iteration,
+    radius_scan,
     spectral_norm_upper_bound,
+    tail_rate,
     well_posedness,
 )
 from .ensemble import Ensemble, Fraction, run_ensemble, wilson_interval
@@ -26,9 +37,12 @@ from .flow import (
     tree_norm,
 )
 from .models import (
+    DeepMLP,
     Equilibrium,
     ImplicitReLU,
+    IndependentData,
     ShallowReLU,
+    linearly_independent_data,
     partition,
     relu,
     smooth_relu,
