@@ -185,7 +185,7 @@ def main(argv=None):
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
     p.add_argument("--t1", type=float, default=100.0)
     p.add_argument("--chunk", type=int, default=256)
-    p.add_argument("--segment", type=int, default=1024)
+    p.add_argument("--segment", type=int, default=128)
     p.add_argument("--n-save", type=int, default=32)
     p.add_argument("--max-steps", type=int, default=200_000)
     p.add_argument("--loop-sample", type=int, default=32)

@@ -438,7 +438,7 @@ def run_ensemble(
     *,
     method: str = "flow",
     chunk_size: int = 256,
-    segment_steps: int = 1024,
+    segment_steps: int = 128,
     compact: bool = True,
     devices: Sequence[jax.Device] | None = None,
     progress: bool | None = None,

@@ -19,7 +19,6 @@
 # positive vs Gaussian (LeCun) initialisation. `GFLOW_SMALL=1` runs a tiny version.
 
 # %%
-import dataclasses
 import os
 
 import jax
@@ -32,27 +31,7 @@ from gflow_jax.experiments import deep_certificate
 
 SMALL = os.environ.get("GFLOW_SMALL") == "1"
 OUT = os.environ.get("GFLOW_OUT", "results/notebooks/deep_certificate")
-config = deep_certificate.DeepCertificateConfig(
-    depths=(2,), schemes=("positive:100", "positive:1000", "lecun"), seeds=8
-)
-if SMALL:
-    config = dataclasses.replace(
-        config,
-        d=6,
-        ns=(3,),
-        depths=(1,),
-        width=5,
-        schemes=("positive:100", "lecun"),
-        seeds=4,
-        radius_factors=(2.0, 4.0),
-        n_random=8,
-        n_adversarial=3,
-        ascent_steps=100,
-        probe_steps=200,
-        hessian_iters=8,
-        t1=1e3,
-        chunk_size=4,
-    )
+config = deep_certificate.SMALL if SMALL else deep_certificate.QUICK
 config
 
 # %%

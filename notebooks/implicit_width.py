@@ -16,7 +16,6 @@
 # tail rate and σ_min(Z₀)²/m. `GFLOW_SMALL=1` runs a tiny version (what the tests do).
 
 # %%
-import dataclasses
 import os
 
 import jax
@@ -29,21 +28,7 @@ from gflow_jax.experiments import implicit_width
 
 SMALL = os.environ.get("GFLOW_SMALL") == "1"
 OUT = os.environ.get("GFLOW_OUT", "results/notebooks/implicit_width")
-config = implicit_width.ImplicitWidthConfig(
-    sizes=(8, 16), ratios=(0.5, 1.0, 2.0, 4.0), gammas=(0.5, 0.9), seeds=8
-)
-if SMALL:
-    config = dataclasses.replace(
-        config,
-        sizes=(6,),
-        ratios=(0.5, 2.0),
-        gammas=(0.5,),
-        seeds=4,
-        t1=300.0,
-        method="gd",
-        n_save=200,
-        chunk_size=4,
-    )
+config = implicit_width.SMALL if SMALL else implicit_width.QUICK
 config
 
 # %%

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gflow_jax.ensemble import wilson_interval
+from gflow_jax.experiments import deep_certificate
 from gflow_jax.experiments.deep_certificate import (
     DeepCertificateConfig,
     parse_scheme,
@@ -13,22 +14,7 @@ from gflow_jax.experiments.deep_certificate import (
 )
 from gflow_jax.outcomes import Outcome
 
-CONFIG = DeepCertificateConfig(
-    d=6,
-    ns=(3,),
-    depths=(1,),
-    width=5,
-    schemes=("positive:100", "lecun"),
-    seeds=4,
-    radius_factors=(2.0, 4.0),
-    n_random=8,
-    n_adversarial=3,
-    ascent_steps=100,
-    probe_steps=200,
-    hessian_iters=8,
-    t1=1e3,
-    chunk_size=4,
-)
+CONFIG = deep_certificate.SMALL
 
 
 @pytest.fixture(scope="module")

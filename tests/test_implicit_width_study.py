@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from gflow_jax.experiments import implicit_width
 from gflow_jax.experiments.implicit_width import (
     ImplicitWidthConfig,
     make_data,
@@ -19,16 +20,7 @@ from gflow_jax.models.implicit import ImplicitReLU
 from gflow_jax.outcomes import Outcome
 
 # N = 6 points; widths m = 3 (m < N: no PL constant) and m = 12 (m = 2N)
-SMALL = ImplicitWidthConfig(
-    sizes=(6,),
-    ratios=(0.5, 2.0),
-    gammas=(0.5,),
-    seeds=4,
-    t1=300.0,
-    method="gd",
-    n_save=200,
-    chunk_size=4,
-)
+SMALL = implicit_width.SMALL
 
 
 @pytest.fixture(scope="module")

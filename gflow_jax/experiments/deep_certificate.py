@@ -51,6 +51,7 @@ from ..models.base import partition
 from ..models.deep import DeepMLP, linearly_independent_data
 from ..outcomes import Outcome, Stop
 from ..risks.empirical import EmpiricalRisk
+from ._io import write_study
 
 __all__ = ["DeepCertificateConfig", "main", "parse_scheme", "plot", "run", "table"]
 
@@ -508,20 +509,33 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="a small grid (minutes on a CPU)")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    config = DeepCertificateConfig()
-    if args.quick:
-        config = dataclasses.replace(
-            config, depths=(2,), schemes=("positive:100", "positive:1000", "lecun"), seeds=8
-        )
+    config = QUICK if args.quick else DeepCertificateConfig()
     ds = run(config, progress=True)
-    os.makedirs(args.out, exist_ok=True)
-    ds.to_netcdf(os.path.join(args.out, "deep_certificate.nc"), engine="h5netcdf")
-    plot(ds, os.path.join(args.out, "deep_certificate.png"))
-    md = table(ds)
-    with open(os.path.join(args.out, "deep_certificate.md"), "w") as fh:
-        fh.write(md + "\n")
-    print(md)
+    print(write_study(ds, args.out, "deep_certificate", plot, table))
 
+
+QUICK = DeepCertificateConfig(
+    depths=(2,), schemes=("positive:100", "positive:1000", "lecun"), seeds=8
+)
+"""A few minutes on 2 CPU cores (``--quick``)."""
+
+SMALL = DeepCertificateConfig(
+    d=6,
+    ns=(3,),
+    depths=(1,),
+    width=5,
+    schemes=("positive:100", "lecun"),
+    seeds=4,
+    radius_factors=(2.0, 4.0),
+    n_random=8,
+    n_adversarial=3,
+    ascent_steps=100,
+    probe_steps=200,
+    hessian_iters=8,
+    t1=1e3,
+    chunk_size=4,
+)
+"""Seconds: what the tests and ``GFLOW_SMALL=1`` notebooks run."""
 
 if __name__ == "__main__":
     main()

@@ -56,6 +56,7 @@ from ..ensemble import run_ensemble, wilson_interval
 from ..models.implicit import ImplicitReLU
 from ..outcomes import Outcome, Stop
 from ..risks.empirical import EmpiricalRisk
+from ._io import write_study
 
 __all__ = ["ImplicitWidthConfig", "make_data", "plot", "run", "table"]
 
@@ -452,20 +453,27 @@ def main(argv=None) -> None:
     parser.add_argument("--gd", action="store_true", help="gradient descent instead of flow")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    config = ImplicitWidthConfig(method="gd" if args.gd else "flow")
-    if args.quick:
-        config = dataclasses.replace(
-            config, sizes=(8, 16), ratios=(0.5, 1.0, 2.0, 4.0), gammas=(0.5, 0.9), seeds=8
-        )
+    config = QUICK if args.quick else ImplicitWidthConfig()
+    config = dataclasses.replace(config, method="gd" if args.gd else "flow")
     ds = run(config, progress=True)
-    os.makedirs(args.out, exist_ok=True)
-    ds.to_netcdf(os.path.join(args.out, "implicit_width.nc"), engine="h5netcdf")
-    plot(ds, os.path.join(args.out, "implicit_width.png"))
-    md = table(ds)
-    with open(os.path.join(args.out, "implicit_width.md"), "w") as fh:
-        fh.write(md + "\n")
-    print(md)
+    print(write_study(ds, args.out, "implicit_width", plot, table))
 
+
+QUICK = ImplicitWidthConfig(sizes=(8, 16), ratios=(0.5, 1.0, 2.0, 4.0), gammas=(0.5, 0.9), seeds=8)
+"""Minutes on 2 CPU cores (``--quick``)."""
+
+SMALL = ImplicitWidthConfig(
+    sizes=(6,),
+    ratios=(0.5, 2.0),
+    gammas=(0.5,),
+    seeds=4,
+    t1=300.0,
+    method="gd",
+    n_save=200,
+    chunk_size=4,
+)
+"""Seconds: what the tests and ``GFLOW_SMALL=1`` notebooks run (N = 6; m = 3 < N and
+m = 12 = 2N)."""
 
 if __name__ == "__main__":
     main()
