@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -302,3 +303,63 @@ def test_plots(tmp_path, mixed):
     heights = [p.get_height() for p in ax.patches]
     np.testing.assert_allclose(heights, [ens.fraction().estimate] * 2)
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+class _Scalar(eqx.Module):
+    theta: jax.Array
+
+
+class _BlowUp(eqx.Module):
+    """L(θ) = K − θ⁴ > 0: θ' = 4θ³ blows up at t* = 1/(8θ0²)."""
+
+    def __call__(self, model):
+        return 1e5 - jnp.sum(model.theta**4)
+
+
+def test_exploding_member_is_diverged_and_isolated():
+    thetas = jnp.array([[1.0], [0.1], [2.0], [0.3]])  # t* = 0.125, 12.5, 0.03, 1.39
+    keys = jax.random.split(jax.random.key(5), 4)
+    data = jax.random.key_data(keys)
+
+    def init(key):
+        i = jnp.argmax(jnp.all(data == jax.random.key_data(key), axis=-1))
+        return _Scalar(thetas[i])
+
+    stop = gf.Stop(bound=10.0)
+    opts = dict(chunk_size=4, segment_steps=SEGMENT, n_save=8, stop=stop, progress=False)
+    ens = run_ensemble(init, _BlowUp(), keys, 1.0, **opts)
+    D, U = gf.Outcome.DIVERGED, gf.Outcome.UNFINISHED
+    np.testing.assert_array_equal(np.asarray(ens.outcome), [D, U, D, U])
+    np.testing.assert_array_less(ens.t_stop[[0, 2]], [0.125, 1 / 32])
+    # the survivors: exactly on their closed-form solution θ(1) = (θ0⁻² − 8)^{−1/2}
+    for i in (1, 3):
+        exact = (float(thetas[i, 0]) ** -2 - 8.0) ** -0.5
+        np.testing.assert_allclose(ens.final_params[i, 0], exact, rtol=1e-6)
+    # and equal to a run without the exploding members
+    calm_keys = keys[np.array([1, 3])]
+    calm = run_ensemble(init, _BlowUp(), calm_keys, 1.0, **opts)
+    np.testing.assert_allclose(calm.final_params, ens.final_params[np.array([1, 3])], rtol=1e-12)
+
+
+def test_max_steps_is_exact_per_member(risk):
+    """Members that exhaust the step budget stop at exactly max_steps, as alone."""
+    init = lambda key: gf.ShallowReLU(1, 3, key=key)
+    keys = jax.random.split(jax.random.key(8), 5)
+    ens = run_ensemble(
+        init,
+        risk,
+        keys,
+        50.0,
+        max_steps=40,
+        chunk_size=2,
+        segment_steps=16,
+        n_save=8,
+        progress=False,
+    )
+    steps = np.asarray(ens.num_steps)
+    assert steps.max() == 40
+    for i in range(5):
+        traj = gf.gradient_flow(init(keys[i]), risk, 50.0, max_steps=40, n_save=8)
+        assert int(traj.num_steps) == steps[i]
+        assert int(traj.outcome) == int(ens.outcome[i])
+        np.testing.assert_allclose(ens.t_stop[i], traj.t_stop, rtol=1e-9)
