@@ -12,11 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# On a CPU, expose every core as a JAX device so ensembles shard over all of them.
-CPU_DEVICES := --xla_force_host_platform_device_count=$(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-
 demo: $(STAMP)    ## the main job: default experiment -> table + figure in results/demo/
-	XLA_FLAGS="$${XLA_FLAGS:-$(CPU_DEVICES)}" $(BIN)/python -m gflow_jax.demo --out results/demo
+	$(BIN)/python -m gflow_jax.demo --out results/demo
 
 test: $(STAMP)    ## the whole test suite
 	$(BIN)/python -m pytest -q -n 2

@@ -22,7 +22,7 @@ lockstep steps), ``waste`` = evaluated / useful, and the speed-up over the loop.
 solver step costs 6 vector-field evaluations (Tsit5, FSAL) + 1 for the stop rule.
 Compilation is excluded (every variant is warmed up first on the same shapes).
 
-    python -m benchmarks.ensemble_throughput --sizes 256 1024 4096 --t1 100
+    python -m benchmarks.ensemble_throughput --sizes 256 1024 4096 --t1 100 --max-steps 50000
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main(argv=None):
     p.add_argument("--chunk", type=int, default=256)
     p.add_argument("--segment", type=int, default=128)
     p.add_argument("--n-save", type=int, default=32)
-    p.add_argument("--max-steps", type=int, default=200_000)
+    p.add_argument("--max-steps", type=int, default=50_000)
     p.add_argument("--loop-sample", type=int, default=32)
     p.add_argument("--probe-steps", type=int, default=300)
     p.add_argument("--vmap-full", type=int, default=256)

@@ -13,8 +13,8 @@ resumed solve is the same solve up to round-off). After each segment the members
 stopped are harvested, their slots are refilled from the queue of members not yet
 started, and once the queue is empty the survivors are re-packed into a smaller
 power-of-two pool. Only ``log2(chunk_size)`` pool shapes are ever compiled. The pool
-is sharded along the trajectory axis over ``jax.devices()`` with ``jax.shard_map``,
-so each device runs its own loop.
+can be split over several devices (``devices=``), each integrating its share of the
+members in its own host thread.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,55 +311,46 @@ def _ensemble_from_trajectories(traj: Trajectory, params: Any, method: str, stat
 # ----------------------------------------------------------------------------------
 
 
-def _per_device(fn: Callable, mesh, n_batched: int) -> Callable:
-    """Apply ``fn(*batched, *replicated)`` shard by shard along the trajectory axis."""
-    if mesh is None:
-        return fn
-    from jax.sharding import PartitionSpec as P
-
-    def wrapped(*args):
-        specs = tuple(P("trajectory") if i < n_batched else P() for i in range(len(args)))
-        return jax.shard_map(
-            fn, mesh=mesh, in_specs=specs, out_specs=P("trajectory"), check_vma=False
-        )(*args)
-
-    return wrapped
-
-
 def _split(tree):
     return eqx.partition(tree, eqx.is_array)
 
 
 @eqx.filter_jit
-def _init_pool(params, frozen, rest, risk, t1, save_ts, config: FlowConfig, mesh):
-    risk_arrays, risk_static = _split(risk)
-
-    def fn(p, f, risk_arrays, t1, save_ts):
-        rk = eqx.combine(risk_arrays, risk_static)
-        return jax.vmap(
-            lambda p_, f_: init_flow_state(p_, eqx.combine(f_, rest), rk, t1, save_ts, config)
-        )(p, f)
-
-    return _per_device(fn, mesh, 2)(params, frozen, risk_arrays, t1, save_ts)
+def _init_pool(params, frozen, rest, risk, t1, save_ts, config: FlowConfig):
+    return jax.vmap(
+        lambda p, f: init_flow_state(p, eqx.combine(f, rest), risk, t1, save_ts, config)
+    )(params, frozen)
 
 
 @eqx.filter_jit
-def _advance_pool(state, frozen, rest, risk, t1, save_ts, config: FlowConfig, steps, mesh):
-    risk_arrays, risk_static = _split(risk)
-    state_arrays, state_static = _split(state)
+def _advance_pool(state, frozen, rest, risk, t1, save_ts, config: FlowConfig, steps):
+    return jax.vmap(
+        lambda s, f: advance_flow(s, eqx.combine(f, rest), risk, t1, save_ts, config, steps)
+    )(state, frozen)
 
-    def fn(s, f, risk_arrays, t1, save_ts):
-        rk = eqx.combine(risk_arrays, risk_static)
 
-        def one(s_, f_):
-            st = eqx.combine(s_, state_static)
-            out = advance_flow(st, eqx.combine(f_, rest), rk, t1, save_ts, config, steps)
-            return _split(out)[0]
+def _advance_on_devices(pool, frozen, devices, *args):
+    """Advance a host-side pool, split evenly over ``devices``.
 
-        return jax.vmap(one)(s, f)
+    Each device gets its own slice and its own solve (one host thread each), so the
+    devices never synchronise inside the solver loop. (A sharded single program —
+    ``shard_map`` or sharding constraints — broke or deadlocked Diffrax's implicit
+    solvers with jax 0.10 on CPU.)
+    """
+    n = len(devices)
+    size = len(jtu.tree_leaves(pool)[0]) // n
 
-    out = _per_device(fn, mesh, 2)(state_arrays, frozen, risk_arrays, t1, save_ts)
-    return eqx.combine(out, state_static)
+    def run(i):
+        part = slice(i * size, (i + 1) * size)
+        state_i, frozen_i = jax.device_put((_take(pool, part), _take(frozen, part)), devices[i])
+        return jax.device_get(_advance_pool(state_i, frozen_i, *args))
+
+    if n == 1:
+        return run(0)
+    # one host thread per device (XLA releases the GIL while a computation runs)
+    with ThreadPoolExecutor(max_workers=n) as executor:
+        outs = list(executor.map(run, range(n)))
+    return jtu.tree_map(lambda *xs: np.concatenate(xs), *outs)
 
 
 @eqx.filter_jit
@@ -406,13 +398,11 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _mesh(devices: Sequence[jax.Device] | None):
-    devices = list(jax.devices() if devices is None else devices)
-    if len(devices) <= 1:
-        return None, 1
-    from jax.sharding import Mesh
-
-    return Mesh(np.array(devices), ("trajectory",)), len(devices)
+def _device_list(devices: Sequence[jax.Device] | None) -> list:
+    devices = list(jax.devices()[:1] if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must name at least one device.")
+    return devices
 
 
 def _progress(total: int, enabled: bool | None):
@@ -463,9 +453,12 @@ def run_ensemble(
       a pool shrunk to ``chunk_size / k`` members runs segments ``k`` times longer.
     - ``compact``: refill and shrink the pool between segments (default). With
       ``False`` the members are run chunk by chunk in lockstep (for comparison).
-    - ``devices``: devices to shard the pool over (default ``jax.devices()``). On a
-      CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` (set before
-      JAX starts) makes each core a device: ~2x throughput on 2 cores (measured).
+    - ``devices``: devices to split the pool over, one host thread each (default: the
+      first device only). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+      (set before JAX starts) and ``devices=jax.devices()`` gave ~2x on 2 cores with
+      Tsit5 (measured). **Known issue:** with Diffrax's implicit solvers (Kvaerno5) on
+      several CPU devices the computation deadlocked (jax 0.10), so multi-device runs are
+      opt-in.
     - ``progress``: tqdm bar of finished members (default: only on a terminal).
     - ``options``: every option of :func:`gradient_flow` (``solver``, ``controller``,
       ``stop``, ``n_save``, ``save_ts``, ``dt0``, ``max_steps``, ``adjoint``;
@@ -501,7 +494,7 @@ def run_ensemble(
     frozen, rest = _split(static)
     first = eqx.combine(_take(params, 0), eqx.combine(_take(frozen, 0), rest))
     _, _, dtype = _validate(first, risk)
-    mesh, n_dev = _mesh(devices)
+    devices = _device_list(devices)
     bar = _progress(batch, progress)
     try:
         if method == "gd":
@@ -519,8 +512,7 @@ def run_ensemble(
                 chunk_size,
                 segment_steps,
                 compact,
-                mesh,
-                n_dev,
+                devices,
                 bar,
                 options,
             )
@@ -586,11 +578,11 @@ def _run_flow(
     chunk_size,
     segment_steps,
     compact,
-    mesh,
-    n_dev,
+    devices,
     bar,
     options,
 ):
+    n_dev = len(devices)
     config, save_ts = flow_config(dtype, t1, **options)
     t1 = jnp.asarray(t1, dtype)
     batch = jtu.tree_leaves(params)[0].shape[0]
@@ -605,9 +597,7 @@ def _run_flow(
     for start in range(0, batch, cap):
         idx = np.arange(start, start + cap).clip(max=batch - 1)
         out = jax.device_get(
-            _init_pool(
-                _take(params, idx), _take(frozen, idx), rest, risk, t1, save_ts, config, mesh
-            )
+            _init_pool(_take(params, idx), _take(frozen, idx), rest, risk, t1, save_ts, config)
         )
         if store is None:
             store = jtu.tree_map(lambda x: np.empty((batch + 1,) + x.shape[1:], x.dtype), out)
@@ -638,11 +628,17 @@ def _run_flow(
         # Smaller pools run longer segments, so each segment does similar work.
         seg = segment_steps * max(1, cap // len(slots))
         seg = min(seg, budget - int(steps_before[live].max()))  # nobody passes max_steps
-        pool = jax.device_put(_take(store, slots))
-        pool = _advance_pool(
-            pool, _take(frozen_store, slots), rest, risk, t1, save_ts, config, seg, mesh
+        pool = _advance_on_devices(
+            _take(store, slots),
+            _take(frozen_store, slots),
+            devices,
+            rest,
+            risk,
+            t1,
+            save_ts,
+            config,
+            seg,
         )
-        pool = jax.device_get(pool)
         segments += 1
         delta = np.where(live, pool.num_steps - steps_before, 0)
         useful += int(delta.sum())

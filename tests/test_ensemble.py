@@ -260,7 +260,7 @@ _TWO_DEVICES = textwrap.dedent(
     init = lambda key: gf.ShallowReLU(1, 3, key=key)
     keys = jax.random.split(jax.random.key(11), 6)
     ens = gf.run_ensemble(init, risk, keys, 5.0, chunk_size=4, segment_steps=32, n_save=8,
-                          progress=False)
+                          devices=jax.devices(), progress=False)
     json.dump({"outcome": ens.outcome.tolist(), "final_risk": ens.final_risk.tolist()},
               sys.stdout)
     """
