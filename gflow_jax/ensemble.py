@@ -101,6 +101,22 @@ def wilson_interval(count: int, total: int, confidence: float = 0.95) -> Fractio
 # ----------------------------------------------------------------------------------
 
 
+_PER_TRAJECTORY = (
+    "outcome",
+    "initial_risk",
+    "final_risk",
+    "final_grad_norm",
+    "t_stop",
+    "num_steps",
+    "num_rejected",
+    "initial_param_norm",
+    "max_param_norm",
+    "tail_rate",
+    "tail_rate_r2",
+)
+_PER_TIME = ("risk", "grad_norm", "param_norm")
+
+
 class Ensemble(eqx.Module):
     """Stacked results of :func:`run_ensemble` (leading axis = trajectory).
 
@@ -175,24 +191,10 @@ class Ensemble(eqx.Module):
         import xarray as xr
 
         per_traj = {
-            name: ("trajectory", np.asarray(getattr(self, name)))
-            for name in (
-                "outcome",
-                "initial_risk",
-                "final_risk",
-                "final_grad_norm",
-                "t_stop",
-                "num_steps",
-                "num_rejected",
-                "initial_param_norm",
-                "max_param_norm",
-                "tail_rate",
-                "tail_rate_r2",
-            )
+            name: ("trajectory", np.asarray(getattr(self, name))) for name in _PER_TRAJECTORY
         }
         per_time = {
-            name: (("trajectory", "time"), np.asarray(getattr(self, name)))
-            for name in ("risk", "grad_norm", "param_norm")
+            name: (("trajectory", "time"), np.asarray(getattr(self, name))) for name in _PER_TIME
         }
         ds = xr.Dataset(
             {
@@ -237,23 +239,7 @@ class Ensemble(eqx.Module):
             ds = ds.load()
         fields = {
             name: jnp.asarray(ds[name].values)
-            for name in (
-                "outcome",
-                "initial_risk",
-                "final_risk",
-                "final_grad_norm",
-                "t_stop",
-                "num_steps",
-                "num_rejected",
-                "initial_param_norm",
-                "max_param_norm",
-                "tail_rate",
-                "tail_rate_r2",
-                "risk",
-                "grad_norm",
-                "param_norm",
-                "final_params",
-            )
+            for name in _PER_TRAJECTORY + _PER_TIME + ("final_params",)
         }
         models = None
         if template is not None:
