@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 import scipy.linalg as sla
+from toys import BlowUp, Quadratic, Scalar
 
 from gflow_jax.flow import Trajectory, gradient_descent, step_grid
 from gflow_jax.models.shallow import ShallowReLU
@@ -26,30 +27,6 @@ class Linear(eqx.Module):
 
     def __call__(self, x):
         return (x @ self.theta)[:, None]
-
-
-class Scalar(eqx.Module):
-    theta: jax.Array
-    limit: float = eqx.field(static=True, default=math.inf)
-
-    def well_posed(self):
-        return self.theta[0] < self.limit
-
-
-class Quadratic(eqx.Module):
-    """L(θ) = (θ − 1)²: GD gives θ_k − 1 = (1 − 2η)^k (θ0 − 1)."""
-
-    def __call__(self, model):
-        return jnp.sum((model.theta - 1.0) ** 2)
-
-
-class BlowUp(eqx.Module):
-    """L(θ) = K − θ⁴: GD gives θ_{k+1} = θ_k + 4η θ_k³."""
-
-    K: float = 1e5
-
-    def __call__(self, model):
-        return self.K - jnp.sum(model.theta**4)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import subprocess
 import sys
 import textwrap
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toys import BlowUp, Scalar
 
 import gflow_jax as gf
 from gflow_jax.ensemble import run_ensemble, wilson_interval
@@ -305,17 +305,6 @@ def test_plots(tmp_path, mixed):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
-class _Scalar(eqx.Module):
-    theta: jax.Array
-
-
-class _BlowUp(eqx.Module):
-    """L(θ) = K − θ⁴ > 0: θ' = 4θ³ blows up at t* = 1/(8θ0²)."""
-
-    def __call__(self, model):
-        return 1e5 - jnp.sum(model.theta**4)
-
-
 def test_exploding_member_is_diverged_and_isolated():
     thetas = jnp.array([[1.0], [0.1], [2.0], [0.3]])  # t* = 0.125, 12.5, 0.03, 1.39
     keys = jax.random.split(jax.random.key(5), 4)
@@ -323,11 +312,11 @@ def test_exploding_member_is_diverged_and_isolated():
 
     def init(key):
         i = jnp.argmax(jnp.all(data == jax.random.key_data(key), axis=-1))
-        return _Scalar(thetas[i])
+        return Scalar(thetas[i])
 
     stop = gf.Stop(bound=10.0)
     opts = dict(chunk_size=4, segment_steps=SEGMENT, n_save=8, stop=stop, progress=False)
-    ens = run_ensemble(init, _BlowUp(), keys, 1.0, **opts)
+    ens = run_ensemble(init, BlowUp(), keys, 1.0, **opts)
     D, U = gf.Outcome.DIVERGED, gf.Outcome.UNFINISHED
     np.testing.assert_array_equal(np.asarray(ens.outcome), [D, U, D, U])
     np.testing.assert_array_less(np.asarray(ens.t_stop)[[0, 2]], [0.125, 1 / 32])
@@ -337,7 +326,7 @@ def test_exploding_member_is_diverged_and_isolated():
         np.testing.assert_allclose(ens.final_params[i, 0], exact, rtol=1e-6)
     # and equal to a run without the exploding members
     calm_keys = keys[np.array([1, 3])]
-    calm = run_ensemble(init, _BlowUp(), calm_keys, 1.0, **opts)
+    calm = run_ensemble(init, BlowUp(), calm_keys, 1.0, **opts)
     np.testing.assert_allclose(calm.final_params, ens.final_params[np.array([1, 3])], rtol=1e-12)
 
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toys import BlowUp, Quadratic, Scalar
 
 from gflow_jax.flow import gradient_flow
 from gflow_jax.models.shallow import ShallowReLU
@@ -35,32 +36,6 @@ def _relu1(w, b, v, c):
 def affine():
     x, y = sample_data(Affine(ALPHA, BETA), N)
     return x, y, EmpiricalRisk(x, y)
-
-
-class Scalar(eqx.Module):
-    """A one-parameter model; ``well_posed`` ⇔ θ < limit (an opt-in ILL_POSED rule)."""
-
-    theta: jax.Array
-    limit: float = eqx.field(static=True, default=math.inf)
-
-    def well_posed(self):
-        return self.theta[0] < self.limit
-
-
-class Quadratic(eqx.Module):
-    """L(θ) = (θ − 1)²: θ(t) = 1 − e^{−2t}(1 − θ0)."""
-
-    def __call__(self, model):
-        return jnp.sum((model.theta - 1.0) ** 2)
-
-
-class BlowUp(eqx.Module):
-    """L(θ) = K − θ⁴ (positive for |θ| < K^{1/4}): θ' = 4θ³ blows up at t* = 1/(8θ0²)."""
-
-    K: float = 1e5
-
-    def __call__(self, model):
-        return self.K - jnp.sum(model.theta**4)
 
 
 # -- classify: priorities ---------------------------------------------------------------------
