@@ -1,73 +1,79 @@
-"""gflow_jax: gradient flows of neural-network training in JAX.
+"""gflow_jax: gradient flows of neural-network training, in JAX.
 
-model → risk → flow → ensemble → storage → plots. The public API is re-exported here.
+The data flows one way: models → risks → dynamics → ensemble → sweeps/studies → plots.
+This module re-exports the public API; specialised tools live in the subpackages
+:mod:`gflow_jax.certificates`, :mod:`gflow_jax.limits`, :mod:`gflow_jax.statistics` and
+:mod:`gflow_jax.plots`.
 """
 
-from . import plots
-from .certificates import (
-    ContingencyTable,
-    CriterionReport,
-    PredictionCheck,
-    RadiusScan,
-    WellPosedReport,
-    ball_criterion,
-    batched_ball_criterion,
-    certification_table,
-    check_prediction,
-    hessian_norm,
-    inf_norm,
-    pl_ratio,
-    power_iteration,
-    radius_scan,
-    spectral_norm_upper_bound,
-    tail_rate,
-    well_posedness,
+from . import certificates as certificates
+from . import limits as limits
+from . import plots as plots
+from . import statistics as statistics
+from .dynamics import (
+    AbstractDynamics as AbstractDynamics,
+    GradientDescent as GradientDescent,
+    GradientFlow as GradientFlow,
+    Trajectory as Trajectory,
+    integrate as integrate,
 )
-from .ensemble import Ensemble, Fraction, run_ensemble, wilson_interval
-from .flow import (
-    StateReport,
-    Trajectory,
-    default_controller,
-    diagnose,
-    gradient_descent,
-    gradient_flow,
-    risk_and_grad,
-    step_grid,
-    time_grid,
-    tree_norm,
-)
+from .dynamics.tail import ExponentialTail as ExponentialTail
+from .engine import run_ensemble as run_ensemble
+from .ensemble import Ensemble as Ensemble
+from .limits import Limit as Limit, LimitAnalysis as LimitAnalysis, LimitReason as LimitReason
 from .models import (
-    DeepMLP,
-    Equilibrium,
-    ImplicitReLU,
-    IndependentData,
-    ShallowReLU,
-    linearly_independent_data,
-    partition,
-    relu,
-    smooth_relu,
-    solve_equilibrium,
-    trainable_filter,
+    AbstractModel as AbstractModel,
+    DeepMLP as DeepMLP,
+    ImplicitReLU as ImplicitReLU,
+    ShallowReLU as ShallowReLU,
 )
-from .outcomes import Outcome, Stop, classify, outcome_names
+from .outcomes import Outcome as Outcome, SolverVerdict as SolverVerdict, Stop as Stop
 from .risks import (
-    AbstractMeasure,
-    AbstractRisk,
-    AbstractTarget,
-    Affine,
-    Constant,
-    EmpiricalRisk,
-    ExactUniform1DRisk,
-    FunctionTarget,
-    Gaussian,
-    PiecewiseLinear,
-    PopulationRisk,
-    QuadratureError,
-    Uniform,
-    as_target,
-    exact_uniform_1d_risk,
-    sample_data,
+    AbstractRisk as AbstractRisk,
+    Affine as Affine,
+    Constant as Constant,
+    EmpiricalRisk as EmpiricalRisk,
+    Gaussian as Gaussian,
+    PiecewiseLinear as PiecewiseLinear,
+    PopulationRisk as PopulationRisk,
+    Uniform as Uniform,
+    sample_data as sample_data,
 )
-from .sweep import run_sweep
+from .sweep import run_sweep as run_sweep
 
-__version__ = "0.1.0"
+__all__ = [
+    "AbstractDynamics",
+    "AbstractModel",
+    "AbstractRisk",
+    "Affine",
+    "Constant",
+    "DeepMLP",
+    "Ensemble",
+    "EmpiricalRisk",
+    "ExponentialTail",
+    "Gaussian",
+    "GradientDescent",
+    "GradientFlow",
+    "ImplicitReLU",
+    "Limit",
+    "LimitAnalysis",
+    "LimitReason",
+    "Outcome",
+    "PiecewiseLinear",
+    "PopulationRisk",
+    "ShallowReLU",
+    "SolverVerdict",
+    "Stop",
+    "Trajectory",
+    "Uniform",
+    "certificates",
+    "integrate",
+    "limits",
+    "plots",
+    "run_ensemble",
+    "run_sweep",
+    "sample_data",
+    "statistics",
+]
+
+__version__ = "0.2.0"

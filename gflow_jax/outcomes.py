@@ -1,68 +1,121 @@
-"""What became of a trajectory: the outcome codes and the stop rules, in one place.
+"""What a trajectory did: outcome codes, solver verdicts and the stop rules, in one place.
 
-Every stopping decision of :func:`gflow_jax.gradient_flow`, :func:`gflow_jax.gradient_descent`
-and :func:`gflow_jax.run_ensemble` is made by :func:`classify`, evaluated on the current
-parameters θ: with ``L = L(θ)``, ``g = ‖∇L(θ)‖²`` and ``n = ‖θ‖`` (Euclidean norm over all
-trainable arrays),
+Every stopping decision of the dynamics (:class:`gflow_jax.GradientFlow`,
+:class:`gflow_jax.GradientDescent`) is made by :func:`classify` on the current
+parameters θ, with ``L = L(θ)``, ``g = ‖∇L(θ)‖²`` and ``n = ‖θ‖`` (Euclidean norm over
+all trainable arrays):
 
 1. the model reports that its forward map is not well posed → ``ILL_POSED``
-   (a model opts in by defining ``well_posed(self) -> bool``, e.g. γ‖A‖₂ < 1 − margin);
+   (:meth:`gflow_jax.AbstractModel.well_posed`, e.g. ``γ‖A‖₂ < 1 − margin``);
 2. ``L``, ``g`` or ``n`` is non-finite, or ``n ≥ bound`` → ``DIVERGED``;
 3. ``L ≤ risk_tol`` → ``CONVERGED``;
-4. ``g ≤ grad_tol · L`` → ``CRITICAL_POINT`` (stuck at a critical value ``L > risk_tol``);
-5. otherwise the trajectory goes on; if it ends at ``t1`` or ``max_steps`` → ``UNFINISHED``.
+4. ``g ≤ grad_tol · L`` → ``CRITICAL_POINT`` (the decay rate of the risk has collapsed);
+5. otherwise the trajectory goes on. If its time horizon ``t1`` or its step budget
+   ``max_steps`` runs out first → ``UNFINISHED``; if the ODE solver fails (step size
+   underflow, an implicit solve that does not converge, …) → ``SOLVER_FAILED``, with the
+   reason in the trajectory's ``verdict`` (a :class:`SolverVerdict`).
 
-The critical-point rule compares ``g`` with the risk, not with ‖θ‖ (unlike
-``diffrax.steady_state_event``): ``g / L = −(d/dt) log L`` is the instantaneous rate of
-decay of the risk (the PL ratio of MATH.md §3.2). A trajectory converging to zero at any
-non-vanishing rate keeps it away from 0, while at a critical point with ``L > 0`` it
-collapses. (An absolute rule ``g ≤ tol·(1 + L)`` mistakes slowly converging tails with
-``L ≈ 1e-8`` for critical points; measured on the demo's ensemble.)
+The critical-point rule compares ``g`` with the risk: ``g / L = −(d/dt) log L`` is the
+instantaneous decay rate of the risk along the flow (its Polyak–Łojasiewicz ratio). A
+trajectory converging to zero at any non-vanishing rate keeps it away from 0, while at a
+critical point with ``L > 0`` it collapses.
+
+An :class:`Outcome` says *what the flow did*. What it converges to — zero risk, a local
+minimum, a saddle — is the *limit class* of :mod:`gflow_jax.limits`.
 """
 
 from __future__ import annotations
 
 import enum
 
+import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._checks import positive_float
+from ._defaults import defaults
 
 
 class Outcome(enum.IntEnum):
-    """Per-trajectory outcome codes (stored as ``int8`` arrays)."""
+    """What a trajectory did (stored as ``int8``; see the module docstring)."""
 
     UNFINISHED = 0
     CONVERGED = 1
     CRITICAL_POINT = 2
     DIVERGED = 3
     ILL_POSED = 4
+    SOLVER_FAILED = 5
 
 
-_DEFAULTS = {  # (risk_tol, grad_tol) by floating dtype
-    "float64": (1e-10, 1e-10),
-    "float32": (1e-7, 1e-6),
-    "float16": (1e-3, 1e-6),
-    "bfloat16": (1e-3, 1e-6),
-}
+class SolverVerdict(enum.IntEnum):
+    """The ODE solver's own verdict on a trajectory (stored as ``int8``).
+
+    ``OK``: the solver did what was asked (a stop rule fired, ``t1`` was reached, or it
+    is still running); ``MAX_STEPS``: the step budget ran out (an ``UNFINISHED``
+    trajectory, not a failure); the others are failures and make the outcome
+    ``SOLVER_FAILED`` (unless the state had already diverged).
+    """
+
+    OK = 0
+    MAX_STEPS = 1
+    DT_MIN = 2
+    NONLINEAR_SOLVE_FAILED = 3
+    LINEAR_SOLVE_FAILED = 4
+    NONFINITE = 5
+    OTHER = 6
+
+    @property
+    def failed(self) -> bool:
+        return self not in (SolverVerdict.OK, SolverVerdict.MAX_STEPS)
+
+
+_R = diffrax.RESULTS
+
+
+def _verdict_groups():
+    names = [n for n in _R._name_to_item]  # every diffrax/optimistix/lineax result
+    groups = {
+        SolverVerdict.OK: ("successful", "event_occurred"),
+        SolverVerdict.MAX_STEPS: ("max_steps_reached",),
+        SolverVerdict.DT_MIN: ("dt_min_reached", "max_steps_rejected"),
+        SolverVerdict.NONLINEAR_SOLVE_FAILED: (
+            "nonlinear_max_steps_reached",
+            "nonlinear_divergence",
+            "implicit_divergence",
+            "implicit_nonconvergence",
+        ),
+        SolverVerdict.LINEAR_SOLVE_FAILED: ("singular", "breakdown", "stagnation", "max_steps"),
+        SolverVerdict.NONFINITE: ("nonfinite", "nonfinite_input"),
+    }
+    return {v: tuple(n for n in ns if n in names) for v, ns in groups.items()}
+
+
+_GROUPS = _verdict_groups()
+
+
+def solver_verdict(result: diffrax.RESULTS) -> Int[Array, ""]:
+    """Map a ``diffrax.RESULTS`` value to a :class:`SolverVerdict` code (``int8``)."""
+    code = jnp.asarray(SolverVerdict.OTHER, jnp.int8)
+    for verdict, names in reversed(list(_GROUPS.items())):
+        for name in names:
+            code = jnp.where(result == getattr(_R, name), jnp.int8(verdict), code)
+    return code
 
 
 class Stop(eqx.Module):
-    """Stop rules (see the module docstring).
+    """The stop rules (see the module docstring).
 
-    - ``risk_tol``: ``L ≤ risk_tol`` is *converged* (risk units). Default by dtype:
+    **Arguments:**
+
+    - `risk_tol`: ``L ≤ risk_tol`` is *converged* (risk units). Default by dtype:
       ``1e-10`` in float64, ``1e-7`` in float32.
-    - ``grad_tol``: ``‖∇L‖² ≤ grad_tol·L`` is a *critical point* (the risk's log-rate of
-      decay ``‖∇L‖²/L`` has collapsed). Default ``1e-10`` in float64, ``1e-6`` in
-      float32. The flow resolves the gradient only to about ``rtol·‖θ‖`` times the local
-      Lipschitz constant of ``∇L``: with the default controller (``rtol = 1e-7``) an
-      explicit solver stalls at gradients of ``1e-7``–``1e-6`` near a critical point
-      (its steps become stability-limited and the error test is met relative to
-      ``‖θ‖``). A tighter ``grad_tol`` needs a tighter controller too.
-    - ``bound``: ``‖θ‖ ≥ bound`` is *diverged* (default ``1e6``; ``inf`` disables it, as
-      needed to watch unbounded trajectories, Theorem C of MATH.md §1.5).
+    - `grad_tol`: ``‖∇L‖² ≤ grad_tol·L`` is a *critical point* (units 1/time). Default
+      ``1e-10`` in float64, ``1e-6`` in float32. The flow resolves the gradient only to
+      about ``rtol·‖θ‖`` times the local Lipschitz constant of ``∇L``; a tighter
+      ``grad_tol`` needs a tighter controller too.
+    - `bound`: ``‖θ‖ ≥ bound`` is *diverged* (default ``1e6``; ``inf`` disables it, as
+      needed to watch unbounded trajectories).
     """
 
     risk_tol: float | None = eqx.field(static=True, default=None)
@@ -77,11 +130,11 @@ class Stop(eqx.Module):
         positive_float("Stop.bound", self.bound, allow_inf=True)
 
     def resolve(self, dtype) -> Stop:
-        """Fill unset tolerances with the defaults for ``dtype``."""
-        risk_tol, grad_tol = _DEFAULTS.get(jnp.dtype(dtype).name, _DEFAULTS["float32"])
+        """Fill unset tolerances with the defaults for `dtype`."""
+        table = defaults(dtype)
         return Stop(
-            risk_tol=risk_tol if self.risk_tol is None else self.risk_tol,
-            grad_tol=grad_tol if self.grad_tol is None else self.grad_tol,
+            risk_tol=table.risk_tol if self.risk_tol is None else self.risk_tol,
+            grad_tol=table.grad_tol if self.grad_tol is None else self.grad_tol,
             bound=self.bound,
         )
 
@@ -93,7 +146,18 @@ def classify(
     well_posed: Bool[ArrayLike, ""],
     stop: Stop,
 ) -> Int[Array, ""]:
-    """The outcome code of a state (``UNFINISHED`` means: keep going)."""
+    """The outcome code of a state (``UNFINISHED`` means: keep going).
+
+    **Arguments:**
+
+    - `risk`, `grad_sq`, `param_norm`: ``L``, ``‖∇L‖²`` and ``‖θ‖`` at θ.
+    - `well_posed`: the model's well-posedness flag at θ.
+    - `stop`: resolved :class:`Stop` rules.
+
+    **Returns:**
+
+    An ``int8`` :class:`Outcome` code (never ``SOLVER_FAILED``: that is the solver's).
+    """
     if stop.risk_tol is None or stop.grad_tol is None:
         raise ValueError("classify needs a resolved Stop; call stop.resolve(dtype) first.")
     risk, grad_sq, param_norm = map(jnp.asarray, (risk, grad_sq, param_norm))

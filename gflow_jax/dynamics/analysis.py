@@ -1,0 +1,74 @@
+"""From a finished trajectory to its limit: refinement, Hessian spectrum, decay law.
+
+Bridges the dynamics (a :class:`Problem` and a :class:`Trajectory`) and the
+model-agnostic analysis of :mod:`gflow_jax.limits`, which works on flat vectors.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
+
+from ..limits import DecayFit, LimitAnalysis, LimitReason, LimitReport, analyse_limit
+from ..limits import fit_decay, mark_unresolved, unresolved
+from ..models.base import partition
+from ..outcomes import Outcome
+from ..risks.base import AbstractPiecewiseSmoothRisk
+from .problem import Problem
+from .trajectory import Trajectory
+
+
+def recent_path_length(traj: Trajectory, decades: float = 1.0) -> Float[Array, ""]:
+    """The flow's path length over its last decade of time, ``∫ ‖∇L(θ_t)‖ dt``.
+
+    Along the flow ``‖dθ/dt‖ = ‖∇L‖``, so this is the distance travelled along the path
+    over ``[t_stop·10^{−decades}, t_stop]``, by the trapezoidal rule on the save grid
+    (plus the final point at ``t_stop``). It is the scale against which a refined limit
+    must be close to ``θ_stop`` to count as *this* flow's limit.
+    """
+    ts = jnp.concatenate([traj.ts, traj.t_stop[None]])
+    g = jnp.concatenate([traj.grad_norm, traj.final_grad_norm[None]])
+    lo = traj.t_stop * 10.0 ** (-decades)
+    keep = (ts >= lo) & (ts <= traj.t_stop) & jnp.isfinite(g)
+    order = jnp.argsort(jnp.where(keep, ts, jnp.inf))
+    ts, g, keep = ts[order], g[order], keep[order]
+    both = keep[1:] & keep[:-1]
+    pieces = jnp.where(both, 0.5 * (g[1:] + g[:-1]) * (ts[1:] - ts[:-1]), 0.0)
+    return jnp.sum(pieces)
+
+
+def decay_of(traj: Trajectory) -> DecayFit:
+    """Exponential and power-law fits to the tail of the saved risk curve."""
+    return fit_decay(traj.ts, traj.risk)
+
+
+def limit_of(problem: Problem, traj: Trajectory, options: LimitAnalysis | None) -> LimitReport:
+    """The limit class of one finished trajectory.
+
+    Members that diverged, became ill-posed or whose solver failed have no limit to
+    refine (``UNRESOLVED``, ``NOT_ANALYSED``); so do all members when `options` is
+    ``None`` or the model has more than ``options.max_params`` parameters.
+    """
+    params, _ = partition(traj.model)
+    flat, unravel = ravel_pytree(params)
+    if options is None or flat.size > options.max_params:
+        return unresolved(LimitReason.NOT_ANALYSED, flat.dtype, flat.size)
+    options = options.resolve(flat.dtype)
+
+    def loss(theta):
+        return problem.risk(problem.model(unravel(theta)))
+
+    kink_margin = None
+    if isinstance(problem.risk, AbstractPiecewiseSmoothRisk):
+
+        def kink_margin(theta):
+            return problem.risk.kink_margin(problem.model(unravel(theta)))
+
+    report = analyse_limit(loss, flat, recent_path_length(traj), options, kink_margin)
+    no_limit = (
+        (traj.outcome == Outcome.DIVERGED)
+        | (traj.outcome == Outcome.ILL_POSED)
+        | (traj.outcome == Outcome.SOLVER_FAILED)
+    )
+    return mark_unresolved(report, LimitReason.NOT_ANALYSED, jnp.asarray(no_limit))

@@ -1,0 +1,164 @@
+"""The one dynamics interface: ``init / advance / finish`` over a :class:`Problem`.
+
+Gradient flow and gradient descent are both :class:`AbstractDynamics`. A dynamics is
+a static description (solver, tolerances, stop rules, budget); the evolving solve is a
+:class:`State`. :func:`gflow_jax.integrate` runs one state to the end,
+:func:`gflow_jax.run_ensemble` runs thousands in vmapped, compacted pools: both only
+call ``init``, ``advance`` and ``finish``, so every dynamics gets the same engine.
+
+A dynamics may have several *phases* (gradient flow: an explicit transient solver,
+then a stiff-tail solver). ``advance(problem, state, max_steps, phase)`` integrates
+only members in that phase; ensembles pool members by phase so that a vmapped pool
+never pays for two solvers.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from ..outcomes import Outcome, SolverVerdict, Stop
+from .problem import Problem
+from .trajectory import Trajectory
+
+
+class State(eqx.Module):
+    """A resumable solve of one member (batched by ``vmap`` in ensembles).
+
+    **Fields:**
+
+    - `t`, `y`: time and trainable parameters θ.
+    - `num_steps`, `num_rejected`, `num_tail_steps`: step counters.
+    - `saved`: ``(L, ‖∇L‖, ‖θ‖)`` on the save grid, NaN where not reached yet.
+    - `path`: θ on the save grid (``None`` unless requested).
+    - `phase`: the phase the member is in (``int8``).
+    - `finished`: a stop rule fired, the horizon or budget was reached, or the solver
+      failed; `verdict`: the solver's :class:`gflow_jax.SolverVerdict`.
+    - `t_tail`: time of the switch to the tail phase (``inf`` before it).
+    - `inner`: the dynamics' own state (solver/controller/optimizer state).
+    """
+
+    t: Float[Array, ""]
+    y: PyTree
+    num_steps: Int[Array, ""]
+    num_rejected: Int[Array, ""]
+    num_tail_steps: Int[Array, ""]
+    saved: tuple[Array, Array, Array]
+    path: PyTree
+    phase: Int[Array, ""]
+    finished: Bool[Array, ""]
+    verdict: Int[Array, ""]
+    t_tail: Float[Array, ""]
+    inner: PyTree
+
+
+def initial_state(problem: Problem, params: PyTree, inner: PyTree) -> State:
+    """A :class:`State` at ``t = 0`` with nothing saved yet."""
+    dtype = problem.t1.dtype
+    nan = jnp.full(problem.save_ts.shape, jnp.nan, dtype)
+    path = None
+    if problem.save_path:
+        path = jtu.tree_map(
+            lambda x: jnp.full(problem.save_ts.shape + x.shape, jnp.nan, x.dtype), params
+        )
+    zero = jnp.zeros((), jnp.int32)
+    return State(
+        t=jnp.zeros((), dtype),
+        y=params,
+        num_steps=zero,
+        num_rejected=zero,
+        num_tail_steps=zero,
+        saved=(nan, nan, nan),
+        path=path,
+        phase=jnp.zeros((), jnp.int8),
+        finished=jnp.asarray(False),
+        verdict=jnp.asarray(SolverVerdict.OK, jnp.int8),
+        t_tail=jnp.asarray(jnp.inf, dtype),
+        inner=inner,
+    )
+
+
+def _where_rows(mask, new, old):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - mask.ndim)), new, old)
+
+
+class AbstractDynamics(eqx.Module):
+    """Base class of dynamics ``θ ↦ θ(t)`` driven by ``−∇L``.
+
+    Subclasses declare `stop` (the :class:`gflow_jax.Stop` rules), `max_steps` (the
+    step budget per trajectory) and `num_phases`, and implement :meth:`resolve`,
+    :meth:`init` and :meth:`advance`. :meth:`finish` is shared.
+    """
+
+    stop: eqx.AbstractVar[Stop]
+    max_steps: eqx.AbstractVar[int]
+    num_phases: eqx.AbstractClassVar[int]
+
+    @abc.abstractmethod
+    def resolve(self, dtype) -> AbstractDynamics:
+        """A copy with every dtype-dependent default filled in (stop rules, tolerances)."""
+
+    @abc.abstractmethod
+    def save_times(self, save_ts: np.ndarray) -> np.ndarray:
+        """The times at which this dynamics can save, given the requested `save_ts`."""
+
+    @abc.abstractmethod
+    def init(self, problem: Problem, params: PyTree) -> State:
+        """The :class:`State` at ``t = 0`` from θ₀ = `params`."""
+
+    @abc.abstractmethod
+    def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
+        """Continue a member in `phase` for at most `max_steps` steps (static).
+
+        Resuming from the returned state continues the same solve. A member whose
+        phase changes during the call stops there (it continues in the next call, in
+        its new phase). Finished members are returned unchanged.
+        """
+
+    def finish(self, problem: Problem, state: State, params0: PyTree) -> Trajectory:
+        """Classify the final state and assemble the :class:`Trajectory`."""
+        report = problem.diagnose(state.y, self.stop)
+        failed = jnp.isin(
+            state.verdict,
+            jnp.asarray([v for v in SolverVerdict if v.failed], jnp.int8),
+        )
+        outcome = jnp.where(
+            failed & (report.code != Outcome.DIVERGED) & (report.code != Outcome.ILL_POSED),
+            jnp.int8(Outcome.SOLVER_FAILED),
+            report.code,
+        )
+        # A stop rule met at t = 0 ends the solve before any step: the save times equal
+        # to t_stop then get the (exactly known) final state.
+        at_stop = (problem.save_ts == state.t) & jnp.isnan(state.saved[0])
+        finals = (report.risk, report.grad_norm, report.param_norm)
+        reached = problem.save_ts <= state.t
+        risk_ts, grad_ts, norm_ts = (
+            jnp.where(reached, jnp.where(at_stop, new, old), jnp.nan)
+            for new, old in zip(finals, state.saved, strict=True)
+        )
+        path = state.path
+        if path is not None:
+            path = jtu.tree_map(lambda old, new: _where_rows(at_stop, new, old), path, state.y)
+        return Trajectory(
+            ts=problem.save_ts,
+            risk=risk_ts,
+            grad_norm=grad_ts,
+            param_norm=norm_ts,
+            model=problem.model(state.y),
+            outcome=outcome.astype(jnp.int8),
+            verdict=state.verdict,
+            t_stop=state.t,
+            t_tail=state.t_tail,
+            initial_risk=problem.risk(problem.model(params0)),
+            final_risk=report.risk,
+            final_grad_norm=report.grad_norm,
+            num_steps=state.num_steps,
+            num_rejected=state.num_rejected,
+            num_tail_steps=state.num_tail_steps,
+            path=path,
+        )

@@ -1,0 +1,355 @@
+"""Gradient flow ``dθ/dt = −∇L(θ)`` with Diffrax, and its stiff-tail strategy."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, PyTree
+
+from .._checks import positive_float, positive_int
+from .._defaults import defaults
+from .._numerics import fixed_unit_vector
+from ..outcomes import Outcome, SolverVerdict, Stop, solver_verdict
+from .base import AbstractDynamics, State, _where_rows, initial_state
+from .problem import Problem
+
+TailOption = Literal["auto", "explicit"] | diffrax.AbstractSolver
+
+EXPLICIT, TAIL = 0, 1
+
+
+class _RecordStep(diffrax.AbstractStepSizeController):
+    """Wraps a step-size controller and records its proposed next step in its state.
+
+    Diffrax's ``Solution`` does not expose the controller's next step, which is needed
+    to *resume* a solve where it stopped. Nothing else changes.
+    """
+
+    inner: diffrax.AbstractStepSizeController
+
+    def wrap(self, direction):
+        return type(self)(self.inner.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return tnext, (state, tnext - t0)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        keep, tprev, tnext, jump, inner, result = self.inner.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, state[0]
+        )
+        return keep, tprev, tnext, jump, (inner, tnext - tprev), result
+
+
+class _RecordAdaptiveStep(diffrax.AbstractAdaptiveStepSizeController):
+    """:class:`_RecordStep` for adaptive controllers (implicit solvers read its tolerances)."""
+
+    inner: diffrax.AbstractAdaptiveStepSizeController
+
+    @property
+    def rtol(self):
+        return self.inner.rtol
+
+    @property
+    def atol(self):
+        return self.inner.atol
+
+    @property
+    def norm(self):
+        return self.inner.norm
+
+    def __check_init__(self):
+        pass
+
+    wrap = _RecordStep.wrap
+    init = _RecordStep.init
+    adapt_step_size = _RecordStep.adapt_step_size
+
+
+def _recording(controller):
+    if isinstance(controller, diffrax.AbstractAdaptiveStepSizeController):
+        return _RecordAdaptiveStep(controller)
+    return _RecordStep(controller)
+
+
+class FlowInner(eqx.Module):
+    """Gradient-flow part of a :class:`State`: solver/controller states, next step, phase data."""
+
+    dt: Float[Array, ""]
+    explicit_state: PyTree
+    tail_state: PyTree
+    controller_state: PyTree
+    made_jump: Array
+    stiff_vector: Float[Array, " p"]
+
+
+def _check_controller_tolerances(controller: diffrax.AbstractStepSizeController) -> None:
+    if isinstance(controller, diffrax.PIDController):
+        for name in ("rtol", "atol"):
+            positive_float(
+                f"PIDController.{name}",
+                getattr(controller, name),
+                hint="Tolerances of the step-size controller must be positive and finite.",
+            )
+        if controller.dtmin is not None:
+            positive_float("PIDController.dtmin", controller.dtmin)
+        if controller.dtmax is not None:
+            positive_float("PIDController.dtmax", controller.dtmax, allow_inf=True)
+
+
+class GradientFlow(AbstractDynamics):
+    """The gradient flow ``dθ/dt = −∇L(θ)`` integrated by a Diffrax solver.
+
+    ``θ`` is the pytree of trainable arrays of the model and ``∇L`` is ``jax.grad`` of the
+    risk (the generalised gradient for ReLU models). Along an exact solution
+    ``L(θ_t) = L(θ_0) − ∫_0^t ‖∇L(θ_s)‖² ds``.
+
+    **Stiff tails.** Near a minimum the flow is nearly linear with Jacobian ``−∇²L``:
+    stiff and often degenerate, so an explicit solver's steps are limited by stability,
+    not accuracy. With ``tail="auto"`` (default) every member starts with the explicit
+    `solver`; after each segment of steps it estimates ``h·λ_max(∇²L)`` (``h`` the
+    controller's next step, ``λ_max`` by warm-started power iteration on
+    Hessian-vector products) and, once ``h·λ_max ≥ stiffness_threshold`` (default 2:
+    Tsit5 is stable for ``hλ ≲ 3.3`` on the negative real axis), switches for good to
+    the tail solver :class:`gflow_jax.ExponentialTail` (an error-controlled exponential
+    Rosenbrock method, exact on quadratic risks). ``tail="explicit"`` never switches;
+    any ``diffrax.AbstractSolver`` (e.g. ``diffrax.Kvaerno5()``) is used as the tail
+    solver instead.
+
+    **Arguments:**
+
+    - `solver`: the transient solver, any ``diffrax.AbstractSolver`` (default ``Tsit5()``).
+    - `controller`: step-size controller (default ``PIDController(rtol=1e-7,
+      atol=1e-10)`` in float64, ``(1e-5, 1e-7)`` in float32). ``ConstantStepSize`` needs
+      `dt0`.
+    - `stop`: :class:`gflow_jax.Stop` rules, checked after every accepted step.
+    - `tail`: ``"auto"``, ``"explicit"`` or a ``diffrax.AbstractSolver`` (see above).
+    - `stiffness_threshold`: the switching threshold on ``h·λ_max``.
+    - `adjoint`: passed to ``diffeqsolve``; reverse-mode gradients through
+      :func:`gflow_jax.integrate` need ``tail="explicit"`` (one ``diffeqsolve``).
+    - `dt0`: initial step (default: chosen by the controller).
+    - `max_steps`: solver step budget per trajectory (``UNFINISHED`` when spent).
+    """
+
+    solver: diffrax.AbstractSolver = diffrax.Tsit5()
+    controller: diffrax.AbstractStepSizeController | None = None
+    stop: Stop = Stop()
+    tail: TailOption = "auto"
+    stiffness_threshold: float = eqx.field(static=True, default=2.0)
+    adjoint: diffrax.AbstractAdjoint = diffrax.RecursiveCheckpointAdjoint()
+    dt0: float | None = eqx.field(static=True, default=None)
+    max_steps: int = eqx.field(static=True, default=2**20)
+    num_phases: ClassVar[int] = 2
+
+    def __check_init__(self):
+        if not isinstance(self.solver, diffrax.AbstractSolver):
+            raise TypeError(
+                f"solver must be a diffrax.AbstractSolver, got {type(self.solver).__name__}."
+            )
+        if self.controller is not None:
+            if not isinstance(self.controller, diffrax.AbstractStepSizeController):
+                raise TypeError(
+                    "controller must be a diffrax.AbstractStepSizeController, got "
+                    f"{type(self.controller).__name__}."
+                )
+            _check_controller_tolerances(self.controller)
+            if isinstance(self.controller, diffrax.ConstantStepSize) and self.dt0 is None:
+                raise ValueError("diffrax.ConstantStepSize() needs a step: pass dt0=... .")
+        if not isinstance(self.stop, Stop):
+            raise TypeError(f"stop must be a gflow_jax.Stop, got {type(self.stop).__name__}.")
+        if not (isinstance(self.tail, diffrax.AbstractSolver) or self.tail in ("auto", "explicit")):
+            raise ValueError(
+                f"tail must be 'auto', 'explicit' or a diffrax.AbstractSolver, got {self.tail!r}."
+            )
+        if not isinstance(self.adjoint, diffrax.AbstractAdjoint):
+            raise TypeError(
+                f"adjoint must be a diffrax.AbstractAdjoint, got {type(self.adjoint).__name__}."
+            )
+        positive_float("stiffness_threshold", self.stiffness_threshold)
+        if self.dt0 is not None:
+            positive_float("dt0", self.dt0)
+        positive_int("max_steps", self.max_steps)
+
+    def resolve(self, dtype) -> GradientFlow:
+        table = defaults(dtype)
+        controller = self.controller
+        if controller is None:
+            controller = diffrax.PIDController(rtol=table.rtol, atol=table.atol)
+        tail = self.tail
+        if tail == "auto":
+            from .tail import ExponentialTail
+
+            tail = ExponentialTail()
+        return GradientFlow(
+            solver=self.solver,
+            controller=controller,
+            stop=self.stop.resolve(dtype),
+            tail=tail,
+            stiffness_threshold=self.stiffness_threshold,
+            adjoint=self.adjoint,
+            dt0=self.dt0,
+            max_steps=self.max_steps,
+        )
+
+    @property
+    def tail_solver(self) -> diffrax.AbstractSolver | None:
+        """The resolved tail solver, or ``None`` for ``tail="explicit"``."""
+        return None if isinstance(self.tail, str) else self.tail
+
+    def save_times(self, save_ts: np.ndarray) -> np.ndarray:
+        """The save times, unchanged (dense output interpolates between steps)."""
+        return save_ts
+
+    def _term(self, problem: Problem) -> diffrax.ODETerm:
+        return diffrax.ODETerm(problem.field)
+
+    def init(self, problem: Problem, params: PyTree) -> State:
+        term = self._term(problem)
+        controller = _recording(self.controller).wrap(1)
+        t0 = jnp.zeros_like(problem.t1)
+        tnext, cstate = controller.init(
+            term, t0, problem.t1, params, self.dt0, None, self.solver.func,
+            self.solver.error_order(term),
+        )
+        tnext = jnp.minimum(tnext, problem.t1)
+        tail = self.tail_solver
+        flat, _ = ravel_pytree(params)
+        inner = FlowInner(
+            dt=tnext - t0,
+            explicit_state=self.solver.init(term, t0, tnext, params, None),
+            tail_state=None if tail is None else tail.init(term, t0, tnext, params, None),
+            controller_state=cstate,
+            made_jump=jnp.asarray(False),
+            stiff_vector=fixed_unit_vector(flat.size, flat.dtype),
+        )
+        return initial_state(problem, params, inner)
+
+    def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
+        tail = self.tail_solver
+        if phase == TAIL and tail is None:
+            raise ValueError("this GradientFlow has no tail phase (tail='explicit').")
+        solver = self.solver if phase == EXPLICIT else tail
+        solver_state = (
+            state.inner.explicit_state if phase == EXPLICIT else state.inner.tail_state
+        )
+        stop = self.stop
+
+        def save_report(t, y, args):
+            report = problem.diagnose(y, stop)
+            return report.risk, report.grad_norm, report.param_norm
+
+        def should_stop(t, y, args, **kwargs):
+            return problem.diagnose(y, stop).code != Outcome.UNFINISHED
+
+        # Save times already passed are clamped to t; their values are discarded below.
+        seg_ts = jnp.maximum(problem.save_ts, state.t)
+        subs = [diffrax.SubSaveAt(ts=seg_ts, fn=save_report), diffrax.SubSaveAt(t1=True)]
+        if problem.save_path:
+            subs.append(diffrax.SubSaveAt(ts=seg_ts))
+        sol = diffrax.diffeqsolve(
+            self._term(problem),
+            solver,
+            t0=state.t,
+            t1=problem.t1,
+            dt0=state.inner.dt,
+            y0=state.y,
+            saveat=diffrax.SaveAt(
+                subs=subs, solver_state=True, controller_state=True, made_jump=True
+            ),
+            stepsize_controller=_recording(self.controller),
+            event=diffrax.Event(should_stop),
+            max_steps=max_steps,
+            adjoint=self.adjoint,
+            solver_state=solver_state,
+            controller_state=state.inner.controller_state,
+            made_jump=state.inner.made_jump,
+            throw=False,
+        )
+        fresh = (problem.save_ts > state.t) | (
+            (problem.save_ts == state.t) & (state.num_steps == 0)
+        )
+        filled = fresh & (sol.ts[0] < jnp.inf)
+        saved = tuple(
+            jnp.where(filled, new, old) for new, old in zip(sol.ys[0], state.saved, strict=True)
+        )
+        path = state.path
+        if problem.save_path:
+            path = jtu.tree_map(lambda new, old: _where_rows(filled, new, old), sol.ys[2], path)
+        steps = sol.stats["num_steps"]
+        num_steps = state.num_steps + steps
+        verdict = solver_verdict(sol.result)
+        segment_spent = verdict == SolverVerdict.MAX_STEPS
+        budget_spent = num_steps >= self.max_steps
+        verdict = jnp.where(segment_spent & ~budget_spent, jnp.int8(SolverVerdict.OK), verdict)
+        finished = ~segment_spent | budget_spent
+        t = sol.ts[1][0]
+        y = jtu.tree_map(lambda x: x[0], sol.ys[1])
+        inner = FlowInner(
+            dt=sol.controller_state[1],
+            explicit_state=sol.solver_state if phase == EXPLICIT else state.inner.explicit_state,
+            tail_state=sol.solver_state if phase == TAIL else state.inner.tail_state,
+            controller_state=sol.controller_state,
+            made_jump=sol.made_jump,
+            stiff_vector=state.inner.stiff_vector,
+        )
+        new = State(
+            t=t,
+            y=y,
+            num_steps=num_steps,
+            num_rejected=state.num_rejected + sol.stats["num_rejected_steps"],
+            num_tail_steps=state.num_tail_steps + (steps if phase == TAIL else 0),
+            saved=saved,
+            path=path,
+            phase=state.phase,
+            finished=finished,
+            verdict=verdict,
+            t_tail=state.t_tail,
+            inner=inner,
+        )
+        if phase == EXPLICIT and tail is not None:
+            new = self._maybe_switch(problem, new)
+        return new
+
+    def _maybe_switch(self, problem: Problem, state: State) -> State:
+        """Switch a live member to the tail solver once ``h·λ_max ≥ stiffness_threshold``."""
+        from .tail import stiffness_index
+
+        tail = self.tail_solver
+        term = self._term(problem)
+        index, vector = stiffness_index(
+            lambda y: problem.field(None, y, None), state.y, state.inner.dt,
+            state.inner.stiff_vector,
+        )
+        switch = ~state.finished & (index >= self.stiffness_threshold)
+        t, dt = state.t, state.inner.dt
+        tnext, cstate = _recording(self.controller).wrap(1).init(
+            term, t, problem.t1, state.y, dt, None, tail.func, tail.error_order(term)
+        )
+        tail_state = tail.init(term, t, jnp.minimum(tnext, problem.t1), state.y, None)
+        pick = lambda new, old: jtu.tree_map(lambda a, b: jnp.where(switch, a, b), new, old)
+        inner = eqx.tree_at(
+            lambda i: (i.tail_state, i.controller_state, i.stiff_vector, i.made_jump),
+            state.inner,
+            (
+                pick(tail_state, state.inner.tail_state),
+                pick(cstate, state.inner.controller_state),
+                vector,
+                jnp.where(switch, False, state.inner.made_jump),
+            ),
+        )
+        return eqx.tree_at(
+            lambda s: (s.phase, s.t_tail, s.inner),
+            state,
+            (
+                jnp.where(switch, jnp.int8(TAIL), state.phase),
+                jnp.where(switch, t, state.t_tail),
+                inner,
+            ),
+        )

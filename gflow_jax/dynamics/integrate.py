@@ -1,0 +1,191 @@
+"""``integrate``: one trajectory of any dynamics, in one compiled program."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import ArrayLike, PyTree
+
+from ..limits import LimitAnalysis
+from ..models.base import partition
+from ..outcomes import Outcome, SolverVerdict
+from .analysis import decay_of, limit_of
+from .base import AbstractDynamics, State
+from .flow import GradientFlow
+from .problem import Problem, check_horizon, check_save_ts, save_grid
+from .trajectory import Trajectory
+
+#: Steps per segment between phase checks (stiffness) of a multi-phase dynamics.
+SEGMENT_STEPS = 128
+
+
+def check_problem(model: PyTree, risk) -> tuple[PyTree, PyTree, Any]:
+    """Validate a (model, risk) pair at the API boundary.
+
+    **Returns:**
+
+    ``(params, static, dtype)``: the trainable arrays, the rest, and their one dtype.
+    """
+    if not callable(risk):
+        raise TypeError(f"risk must be callable as risk(model) -> scalar, got {type(risk)}.")
+    params, static = partition(model)
+    leaves = jtu.tree_leaves(params)
+    if not leaves:
+        raise ValueError("the model has no trainable floating-point arrays to integrate.")
+    dtypes = {jnp.dtype(x.dtype) for x in leaves}
+    if len(dtypes) != 1:
+        raise TypeError(
+            f"all trainable arrays must share one dtype, got {sorted(map(str, dtypes))}."
+        )
+    dtype = dtypes.pop()
+    out = jax.eval_shape(risk, model)  # surfaces shape errors with the model's message
+    shape, out_dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape != ():
+        raise ValueError(f"risk(model) must return a scalar, got shape {shape}.")
+    if out_dtype is None or not jnp.issubdtype(out_dtype, jnp.floating):
+        raise TypeError(
+            f"risk(model) must return a real floating-point scalar, got dtype {out_dtype}; "
+            "e.g. return jnp.sum(residual**2) computed from the model's float parameters."
+        )
+    return params, static, dtype
+
+
+def make_problem(
+    dynamics: AbstractDynamics | None,
+    dtype,
+    risk,
+    static: PyTree,
+    t1,
+    n_save: int,
+    save_ts: ArrayLike | None,
+    save_path: bool,
+) -> tuple[AbstractDynamics, Problem]:
+    """Validate the options and build the resolved dynamics and the :class:`Problem`."""
+    t1 = check_horizon(t1)
+    if dynamics is None:
+        dynamics = GradientFlow()
+    if not isinstance(dynamics, AbstractDynamics):
+        raise TypeError(
+            "dynamics must be a gflow_jax.GradientFlow(...) or gflow_jax.GradientDescent(...), "
+            f"got {type(dynamics).__name__}."
+        )
+    dynamics = dynamics.resolve(dtype)
+    ts = save_grid(t1, n_save) if save_ts is None else check_save_ts(save_ts, t1)
+    ts = dynamics.save_times(ts)
+    problem = Problem(
+        risk=risk,
+        static=static,
+        t1=jnp.asarray(t1, dtype),
+        save_ts=jnp.asarray(ts, dtype),
+        save_path=bool(save_path),
+    )
+    return dynamics, problem
+
+
+def multi_phase(dynamics: AbstractDynamics) -> bool:
+    """Whether `dynamics` may change phase (then it runs in segments)."""
+    return isinstance(dynamics, GradientFlow) and dynamics.tail_solver is not None
+
+
+def run_to_end(dynamics: AbstractDynamics, problem: Problem, state: State) -> State:
+    """Advance one (unbatched) state until it is finished, respecting its step budget exactly.
+
+    A single-phase dynamics runs in one call (one ``diffeqsolve``: reverse-mode
+    differentiable). A multi-phase one runs segments of :data:`SEGMENT_STEPS` steps in a
+    ``lax.while_loop``, each in the member's current phase.
+    """
+    budget = dynamics.max_steps
+    if not multi_phase(dynamics):
+        return dynamics.advance(problem, state, budget, 0)
+    seg = min(SEGMENT_STEPS, budget)
+    rest = budget % seg
+
+    def segment(steps, s):
+        branches = [
+            functools.partial(dynamics.advance, problem, max_steps=steps, phase=p)
+            for p in range(dynamics.num_phases)
+        ]
+        return jax.lax.switch(s.phase.astype(jnp.int32), [lambda x, b=b: b(x) for b in branches], s)
+
+    def body(s):
+        if rest == 0:
+            return segment(seg, s)
+        return jax.lax.cond(
+            s.num_steps + seg <= budget, lambda x: segment(seg, x), lambda x: segment(rest, x), s
+        )
+
+    return jax.lax.while_loop(lambda s: ~s.finished, body, state)
+
+
+@eqx.filter_jit
+def _integrate(dynamics, problem, params, limits, throw: bool) -> Trajectory:
+    state = dynamics.init(problem, params)
+    state = run_to_end(dynamics, problem, state)
+    traj = dynamics.finish(problem, state, params)
+    traj = eqx.tree_at(
+        lambda t: (t.limit, t.decay),
+        traj,
+        (limit_of(problem, traj, limits), decay_of(traj)),
+        is_leaf=lambda x: x is None,
+    )
+    if throw:
+        failures = [v for v in SolverVerdict if v.failed]
+        messages = tuple(
+            f"integrate: the ODE solver failed ({v.name}) before any stop rule or t1 was "
+            "reached. Loosen the controller's rtol/atol, use a solver suited to stiff flows, "
+            "or pass throw=False to get a SOLVER_FAILED outcome with this verdict instead."
+            for v in failures
+        )
+        index = jnp.argmax(jnp.asarray([traj.verdict == v for v in failures]))
+        t_stop = eqx.branched_error_if(
+            traj.t_stop, traj.outcome == Outcome.SOLVER_FAILED, index, messages
+        )
+        traj = eqx.tree_at(lambda t: t.t_stop, traj, t_stop)
+    return traj
+
+
+def integrate(
+    model: PyTree,
+    risk,
+    t1: float,
+    dynamics: AbstractDynamics | None = None,
+    *,
+    n_save: int = 100,
+    save_ts: ArrayLike | None = None,
+    save_path: bool = False,
+    limits: LimitAnalysis | None = LimitAnalysis(),
+    throw: bool = True,
+) -> Trajectory:
+    """Run one trajectory of a dynamics from θ₀ = the model's trainable arrays.
+
+    **Arguments:**
+
+    - `model`: the initial model (its trainable arrays are θ₀).
+    - `risk`: ``risk(model) -> L``, a non-negative float scalar.
+    - `t1`: the time horizon; ``math.inf`` runs until a stop rule fires or the step
+      budget is spent (flows *to the limit*).
+    - `dynamics`: :class:`gflow_jax.GradientFlow` (default ``GradientFlow()``) or
+      :class:`gflow_jax.GradientDescent`.
+    - `n_save`: number of save times of the default log-spaced grid
+      (``[t1·10⁻⁶, t1]``, or ``[10⁻⁴, 10¹²]`` for ``t1 = inf``), or pass `save_ts`.
+    - `save_path`: also keep θ at the save times.
+    - `limits`: options of the limit classification run when the trajectory stops
+      (:class:`gflow_jax.LimitAnalysis`; ``None`` skips it: ``limit`` is then
+      ``UNRESOLVED``/``NOT_ANALYSED``).
+    - `throw`: raise if the ODE solver fails; with ``False`` the trajectory's outcome is
+      ``SOLVER_FAILED`` and its `verdict` says why.
+
+    **Returns:**
+
+    A :class:`gflow_jax.Trajectory`. Everything runs in one jitted program.
+    """
+    params, static, dtype = check_problem(model, risk)
+    dynamics, problem = make_problem(dynamics, dtype, risk, static, t1, n_save, save_ts, save_path)
+    if limits is not None and not isinstance(limits, LimitAnalysis):
+        raise TypeError(f"limits must be a gflow_jax.LimitAnalysis or None, got {limits!r}.")
+    return _integrate(dynamics, problem, params, limits, bool(throw))
