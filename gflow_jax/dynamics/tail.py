@@ -1,0 +1,344 @@
+"""A stiff-tail solver for gradient flows: the exponential Rosenbrock method exprb32.
+
+Near a minimum the gradient flow ``dθ/dt = F(θ) = −∇L(θ)`` is almost linear, with the
+symmetric Jacobian ``J = −∇²L(θ)``: stiff (Hessian eigenvalues up to ``10²…10⁴``) and
+degenerate (many eigenvalues ``≈ 0``). Explicit solvers are then limited by stability,
+not accuracy, and implicit ones pay a dense Jacobian and LU per Newton iteration.
+:class:`ExponentialTail` integrates the linear part exactly through one symmetric
+eigendecomposition per step, so its step is limited only by the *nonlinearity* of the
+field; :func:`stiffness_index` is the cheap test used to decide when to switch to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
+
+from .._numerics import power_iteration
+
+# Taylor coefficients of φ3(z) = Σ_j z^j/(j+3)!, highest power first (for Horner): enough
+# terms for |z| < 1 to round-off in float64.
+_PHI3_TAYLOR = tuple(1.0 / math.factorial(j + 3) for j in reversed(range(17)))
+
+
+def _horner(coeffs: tuple[float, ...], z: Array) -> Array:
+    out = jnp.full_like(z, coeffs[0])
+    for c in coeffs[1:]:
+        out = out * z + c
+    return out
+
+
+def phi1_phi3(
+    z: Float[ArrayLike, "*shape"],
+) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
+    """The exponential-integrator functions ``φ1`` and ``φ3``, elementwise.
+
+    ``φ1(z) = (eᶻ − 1)/z`` and ``φ3(z) = (eᶻ − 1 − z − z²/2)/z³``, with ``φ_k(0) = 1/k!``.
+
+    ``φ1 = expm1(z)/z`` is accurate as it stands (``expm1`` has no cancellation). For
+    ``φ3``, whose closed form cancels catastrophically near ``0``, ``|z| < 1`` sums the
+    Taylor series ``Σ_j z^j/(j+3)!`` and otherwise the recurrence ``φ2 = (φ1 − 1)/z``,
+    ``φ3 = (φ2 − 1/2)/z`` is used, which never forms ``z²`` or ``z³`` and so neither
+    overflows nor loses accuracy for very negative ``z`` (``φ3(z) ≈ −1/(2z)`` as
+    ``z → −∞``). Both are accurate to a few ulps for all real ``z`` up to the overflow
+    of ``eᶻ`` (``z ≳ 88`` in float32, ``≳ 709`` in float64, where they return ``inf``).
+
+    **Arguments:**
+
+    - `z`: real array (dimensionless: step size × eigenvalue).
+
+    **Returns:**
+
+    ``(φ1(z), φ3(z))``, arrays of the shape and dtype of `z`.
+    """
+    z = jnp.asarray(z)
+    zero = z == 0
+    zn = jnp.where(zero, 1, z)  # never 0
+    phi1 = jnp.where(zero, 1, jnp.expm1(zn) / zn)
+    small = jnp.abs(z) < 1
+    zl = jnp.where(small, 1, z)  # closed-form branch argument, |zl| ≥ 1
+    phi3_l = ((jnp.expm1(zl) / zl - 1) / zl - 0.5) / zl
+    phi3 = jnp.where(small, _horner(_PHI3_TAYLOR, jnp.where(small, z, 0)), phi3_l)
+    return phi1, phi3
+
+
+class ExponentialTailInterpolation(diffrax.AbstractLocalInterpolation):
+    """Dense output of one :class:`ExponentialTail` step, exact for linear fields.
+
+    With ``s = θh`` (``θ = (t − t₀)/(t₁ − t₀) ∈ [0, 1]``) and the step's eigenbasis
+    ``J = Q diag(μ) Qᵀ``,
+
+    ``u(t₀ + s) = u₀ + Q [s φ1(sμ) ĝ + 2 θ³ h φ3(sμ) d̂]``,  ``ĝ = QᵀF(u₀)``, ``d̂ = QᵀD``,
+
+    the continuous extension of exprb32: the first term is the exact flow of the
+    linearised field, the second integrates the nonlinear remainder, modelled as growing
+    like ``τ²`` over the step (``D`` is its value at ``τ = h``). It reproduces the step's
+    end point at ``θ = 1``, is of the method's order 3 uniformly in ``θ``, and is exact
+    for quadratic risks at any step size — unlike a cubic Hermite interpolant, which
+    cannot follow ``e^{−λt}`` across the geometrically growing steps of the tail.
+
+    Constructed by `diffrax.diffeqsolve` from the step's dense information; each
+    instance holds one ``p × p`` eigenbasis (so `SaveAt(dense=True)` stores one per step).
+    """
+
+    t0: Float[ArrayLike, ""]
+    t1: Float[ArrayLike, ""]
+    y0: PyTree[Float[Array, "?*shape"]]
+    h: Float[Array, ""]
+    q: Float[Array, "p p"]
+    mu: Float[Array, " p"]
+    g_hat: Float[Array, " p"]
+    d_hat: Float[Array, " p"]
+
+    def evaluate(
+        self,
+        t0: Float[ArrayLike, ""],
+        t1: Float[ArrayLike, ""] | None = None,
+        left: bool = True,
+    ) -> PyTree[Float[Array, "?*shape"]]:
+        """``u(t0)``, or the increment ``u(t1) − u(t0)`` when `t1` is given."""
+        del left
+        if t1 is not None:
+            return jtu.tree_map(jnp.subtract, self.evaluate(t1), self.evaluate(t0))
+        u0, unravel = ravel_pytree(self.y0)
+        width = self.t1 - self.t0
+        theta = jnp.where(width == 0, 0, (t0 - self.t0) / jnp.where(width == 0, 1, width))
+        theta = jnp.asarray(theta, u0.dtype)
+        s = theta * self.h
+        phi1, phi3 = phi1_phi3(s * self.mu)
+        coords = s * phi1 * self.g_hat + 2 * theta**3 * self.h * phi3 * self.d_hat
+        return unravel(u0 + self.q @ coords)
+
+
+def _flat_field(terms: diffrax.AbstractTerm, args, unravel, dtype) -> Callable:
+    def field(t, u):
+        out, _ = ravel_pytree(terms.vf(t, unravel(u), args))
+        if out.shape != u.shape:
+            raise ValueError(
+                "ExponentialTail needs a vector field with the structure of the state y "
+                f"(an ODE dy = f(t, y) dt); got {out.shape[0]} outputs for {u.shape[0]} states."
+            )
+        return out.astype(dtype)
+
+    return field
+
+
+class ExponentialTail(diffrax.AbstractAdaptiveSolver):
+    r"""Exponential Rosenbrock solver exprb32 for stiff, nearly linear gradient flows.
+
+    For ``dy/dt = F(y)`` with the exact Jacobian ``J = ∂F/∂y(u_n)`` at the step start,
+    one step of size ``h`` is
+
+    - ``U = u_n + h φ1(hJ) F(u_n)`` (exponential Euler, order 2),
+    - ``D = F(U) − F(u_n) − J (U − u_n)`` (the nonlinear remainder at the stage),
+    - ``u_{n+1} = U + 2h φ3(hJ) D`` (order 3),
+
+    with ``φ1(z) = (eᶻ − 1)/z``, ``φ3(z) = (eᶻ − 1 − z − z²/2)/z³`` (:func:`phi1_phi3`).
+    The local error estimate is ``u_{n+1} − U = 2h φ3(hJ) D``, the difference to the
+    embedded exponential Euler step, of size ``O(h³)``; so `order` and `error_order`
+    are both 3, as for a third-order Runge–Kutta pair with second-order embedding.
+    This two-stage scheme is the third-order exponential Rosenbrock method of
+    Hochbruck, Ostermann and Schweitzer (*Exponential Rosenbrock-type methods*, SIAM J.
+    Numer. Anal. 47(1), 2009): because the Jacobian is exact at every step, the
+    remainder ``N_n(y) = F(y) − J y`` has zero derivative at ``u_n``, which is what
+    makes two stages suffice for order three — and the method stable, with error
+    bounds independent of the stiffness of ``J``.
+
+    The matrix functions are applied through one symmetric eigendecomposition per
+    step, ``½(J + Jᵀ) = Q diag(μ) Qᵀ`` (`jnp.linalg.eigh`), as
+    ``φ(hJ) v = Q (φ(hμ) ⊙ Qᵀv)``. ``J`` itself is a dense ``jax.jacfwd`` of the
+    flattened field (forward-over-reverse for ``F = −∇L``), whose primal output is
+    ``F(u_n)``. A step therefore costs one dense Jacobian (``p`` Jacobian-vector
+    products), one ``O(p³)`` eigendecomposition and one further field evaluation
+    ``F(U)``; nothing is carried between steps (the solver state is `None`, so resuming
+    from a saved state and `made_jump` are trivially exact), and the step's dense
+    output is :class:`ExponentialTailInterpolation`.
+
+    For a quadratic risk ``D = 0`` up to round-off: the step is the exact flow for any
+    ``h``, the error estimate is round-off, and an adaptive controller grows the step
+    geometrically (by its `factormax`, 10 for `diffrax.PIDController`) through the
+    tail. In general the step is limited by the *change* of the Hessian along the
+    trajectory, not by its largest eigenvalue.
+
+    !!! warning "Assumes a gradient field"
+
+        The method uses the symmetric part ``S = ½(J + Jᵀ)`` of the Jacobian. For a
+        gradient field ``F = −∇L`` the Jacobian ``−∇²L`` is symmetric and
+        symmetrising only removes round-off. For a field with a non-symmetric Jacobian
+        (not a gradient: e.g. a game, or a gradient with a non-symmetric
+        preconditioner) the scheme is an exponential integrator with an *inexact*
+        Jacobian: still consistent and convergent, but the Rosenbrock order conditions
+        fail and it drops to order 1; the skew part ``½(J − Jᵀ)`` is treated
+        explicitly, so stiff rotation is not stabilised; and the error estimate, which
+        assumes order 3, is no longer asymptotically correct (the controller still
+        bounds it, at many more steps). Use an implicit solver for such fields.
+
+    !!! warning "Size, smoothness, differentiation"
+
+        The dense ``p × p`` Hessian and its ``O(p³)`` eigendecomposition restrict this
+        solver to up to a few thousand parameters (per ensemble member, under
+        `jax.vmap`). It needs a twice-differentiable risk: at a ReLU kink the Hessian
+        means nothing. Differentiating *through* the solve is not supported: the
+        derivative of `eigh` is singular at repeated eigenvalues, which degenerate
+        Hessians have.
+
+    !!! warning "Round-off and float32"
+
+        The Jacobian and the field carry round-off of about ``ε ‖∇²L‖`` (``ε`` the
+        dtype's epsilon), so Hessian eigenvalues below ``≈ ε λ_max`` are not resolved
+        (by any solver: the gradient itself has that error), and ``D`` has a round-off
+        floor that makes the error estimate grow like ``h ε ‖∇²L‖ ‖U − u_n‖`` in the
+        flat directions. This caps the geometric growth of the tail steps once
+        ``λ_max/λ_min`` approaches ``1/ε``: harmless in float64 for condition numbers up
+        to ``~10¹⁰``, but in float32 (``1/ε ≈ 10⁷``) a Hessian spanning 8 decades stalls
+        the controller at small steps. Use float64 for the tails of ill-conditioned
+        risks.
+
+    The field may be time-dependent (``F(U)`` is then evaluated at ``t_{n+1}``, ``J``
+    at ``t_n``), but the order-3 claim is for autonomous fields, as gradient flows are.
+    The state may be any pytree of floating arrays of one dtype (float32 or float64);
+    the term must be an ODE term (``dy = F(t, y) dt``, a scalar control), e.g.
+    `diffrax.ODETerm`. Works under `jax.vmap` of `diffrax.diffeqsolve`, with
+    `diffrax.PIDController`, `diffrax.Event`, `SaveAt(ts=...)` and resumed solves.
+    """
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar[Callable[..., ExponentialTailInterpolation]] = (
+        ExponentialTailInterpolation
+    )
+
+    def order(self, terms: PyTree[diffrax.AbstractTerm]) -> int:
+        """Order 3 (global error ``O(h³)``) for autonomous fields."""
+        return 3
+
+    def error_order(self, terms: PyTree[diffrax.AbstractTerm]) -> int:
+        """3: the local error estimate ``2h φ3(hJ) D`` is ``O(h³)``."""
+        return 3
+
+    def init(
+        self,
+        terms: diffrax.AbstractTerm,
+        t0: Float[ArrayLike, ""],
+        t1: Float[ArrayLike, ""],
+        y0: PyTree[Float[Array, "?*shape"]],
+        args: PyTree,
+    ) -> None:
+        """No solver state: every step starts from ``(t_n, u_n)`` alone."""
+        return None
+
+    def step(
+        self,
+        terms: diffrax.AbstractTerm,
+        t0: Float[ArrayLike, ""],
+        t1: Float[ArrayLike, ""],
+        y0: PyTree[Float[Array, "?*shape"]],
+        args: PyTree,
+        solver_state: None,
+        made_jump: Bool[ArrayLike, ""],
+    ) -> tuple[
+        PyTree[Float[Array, "?*shape"]],
+        PyTree[Float[Array, "?*shape"]],
+        dict[str, PyTree[Array]],
+        None,
+        diffrax.RESULTS,
+    ]:
+        """One exprb32 step from `t0` to `t1`.
+
+        **Arguments:** as `diffrax.AbstractSolver.step` (`solver_state` is `None`,
+        `made_jump` is irrelevant: nothing is reused across steps).
+
+        **Returns:**
+
+        ``(u_{n+1}, 2h φ3(hJ) D, dense_info, None, RESULTS.successful)``, where a
+        non-finite step (overflow of ``e^{hμ}`` for a positive eigenvalue ``μ`` of
+        ``J``, i.e. at a saddle with a too long step, or a non-finite field) reports an
+        infinite error so that an adaptive controller rejects it and shrinks ``h``.
+        """
+        del solver_state, made_jump
+        u0, unravel = ravel_pytree(y0)
+        dtype = u0.dtype
+        h = jnp.asarray(terms.contr(t0, t1), dtype)
+        if h.shape != ():
+            raise ValueError("ExponentialTail needs a scalar control (an ODE term dy = f dt).")
+        field = _flat_field(terms, args, unravel, dtype)
+
+        jac, f0 = jax.jacfwd(lambda u: (lambda f: (f, f))(field(t0, u)), has_aux=True)(u0)
+        mu, q = jnp.linalg.eigh(0.5 * (jac + jac.T))
+        g_hat = q.T @ f0
+        phi1, phi3 = phi1_phi3(h * mu)
+        du_hat = h * phi1 * g_hat  # eigen-coordinates of U − u_n
+        stage = u0 + q @ du_hat
+        f1 = field(t1, stage)
+        d_hat = q.T @ (f1 - f0) - mu * du_hat  # Qᵀ D, with J(U − u_n) = Q(μ ⊙ du_hat)
+        error = q @ (2 * h * phi3 * d_hat)
+        u1 = stage + error
+
+        finite = jnp.all(jnp.isfinite(u1)) & jnp.all(jnp.isfinite(error))
+        error = jnp.where(finite, error, jnp.inf)
+        dense_info = dict(y0=y0, h=h, q=q, mu=mu, g_hat=g_hat, d_hat=d_hat)
+        return unravel(u1), unravel(error), dense_info, None, diffrax.RESULTS.successful
+
+    def func(
+        self,
+        terms: diffrax.AbstractTerm,
+        t0: Float[ArrayLike, ""],
+        y0: PyTree[Float[Array, "?*shape"]],
+        args: PyTree,
+    ) -> PyTree[Float[Array, "?*shape"]]:
+        """The vector field ``F(t0, y0)`` (used by diffrax to pick an initial step)."""
+        return terms.vf(t0, y0, args)
+
+
+ExponentialTail.__init__.__doc__ = """**Arguments:** None"""
+
+
+def stiffness_index(
+    field: Callable[[PyTree], PyTree],
+    y: PyTree,
+    dt: Float[ArrayLike, ""],
+    v: Float[ArrayLike, " p"],
+    iters: int = 4,
+) -> tuple[Float[Array, ""], Float[Array, " p"]]:
+    """``dt · λ_max``: how far an explicit step of size `dt` is into its stability limit.
+
+    ``λ_max`` is the largest eigenvalue magnitude of ``−J = −∂F/∂y(y)``, for a gradient
+    flow ``F = −∇L`` the largest Hessian eigenvalue when the Hessian is positive
+    semi-definite (near a minimum; at a saddle it may be a negative curvature of larger
+    magnitude). It is estimated by warm-started power iteration
+    (:func:`gflow_jax._numerics.power_iteration`) on Jacobian-vector products
+    (`jax.linearize` of the flattened field: one linearisation, then ``iters + 1``
+    products, no dense Jacobian). Power iteration gives a lower bound whose relative
+    error decays like ``(λ₂/λ₁)^{2·iters}``; warm-starting with the previous `v` along a
+    trajectory, where the Hessian changes slowly, makes a few iterations enough.
+
+    Switching rule: when ``dt · λ_max ≥ 2`` an explicit Runge–Kutta step is limited by
+    stability rather than accuracy (Tsit5's stability interval on the negative real axis
+    is about ``[−3.5, 0]``), and :class:`ExponentialTail` should take over.
+
+    **Arguments:**
+
+    - `field`: ``y ↦ F(y)`` (time-independent; close over `t` and `args`), returning a
+      pytree of the structure of `y`.
+    - `y`: the state (any pytree of floating arrays, ``p`` entries in all).
+    - `dt`: the explicit solver's current step size (time units, positive).
+    - `v`: start vector of length ``p`` (the `v_new` of the previous call, or e.g.
+      :func:`gflow_jax._numerics.fixed_unit_vector`).
+    - `iters`: number of power iterations (static).
+
+    **Returns:**
+
+    ``(dt · λ_max, v_new)``: the dimensionless stiffness index and the unit vector to
+    warm-start the next call with.
+    """
+    y_flat, unravel = ravel_pytree(y)
+    _, jvp = jax.linearize(lambda u: ravel_pytree(field(unravel(u)))[0], y_flat)
+    lam, v_new = power_iteration(jvp, jnp.asarray(v, y_flat.dtype), iters)
+    return jnp.asarray(dt, lam.dtype) * lam, v_new
