@@ -4,8 +4,9 @@ A linearly convergent gradient flow has ``L(t) ≈ C exp(−r t)`` in its tail, 
 ``log L`` is affine in ``t`` with slope ``−r``. :func:`tail_rate` fits that slope by
 least squares on the tail of a saved trajectory; it is the measured counterpart of the
 predicted rates ``2 λ_min(H)`` (a quadratic risk with Hessian ``H``), ``2 σ_min(Z)²``
-(the PL constant of an implicit network, MATH.md §2.4) or ``α`` (the local PL constant
-of MATH.md §3.2).
+(the PL constant of an implicit ReLU network, ``Z`` its equilibrium features) or ``α``
+(the local PL constant of Chatterjee's ball criterion, arXiv:2203.16462;
+:mod:`gflow_jax.certificates.ball`).
 """
 
 from __future__ import annotations
@@ -47,12 +48,17 @@ def tail_rate(
     Fixed shapes and no Python control flow on values: jittable and vmappable, e.g.
     ``jax.vmap(tail_rate)(ts_batch, risk_batch)`` over an ensemble.
 
-    **Arguments**
+    **Arguments:**
 
-    - ``ts``: ``(T,)`` save times (any order is accepted, NaN entries are ignored).
-    - ``risk``: ``(T,)`` risk values at ``ts``.
-    - ``decades``: how many decades of decay (above the final risk) form the tail.
-    - ``min_points``: minimum number of tail points for a fit (``>= 2``).
+    - `ts`: ``(T,)`` save times (any order is accepted, NaN entries are ignored).
+    - `risk`: ``(T,)`` risk values at `ts`.
+    - `decades`: how many decades of decay (above the final risk) form the tail (static).
+    - `min_points`: minimum number of tail points for a fit (``>= 2``, static).
+
+    **Returns:**
+
+    ``(rate, r2)``: the decay rate in 1/(gradient-flow time) and the coefficient of
+    determination of the fit, both NaN in the degenerate cases.
     """
     if isinstance(decades, bool) or not isinstance(decades, (int, float)) or not decades > 0:
         raise ValueError(f"decades must be a positive number, got {decades!r}.")

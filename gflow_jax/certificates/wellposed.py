@@ -1,43 +1,54 @@
-"""Well-posedness of an implicit ReLU network (MATH.md §2.3).
+"""Well-posedness of an implicit ReLU network.
 
-The equilibrium ``z = relu(γ A z + φ)`` has a unique solution, reached by Picard
-iteration at the linear rate ``γ‖A‖``, whenever the map is a contraction:
+The equilibrium ``z = relu(γ A z + φ)`` of :class:`gflow_jax.models.implicit.ImplicitReLU`
+has a unique solution, reached by Picard iteration at the linear rate ``γ‖A‖``, whenever
+the map ``z ↦ relu(γAz + φ)`` is a contraction (Banach's fixed-point theorem; the setting
+of Gao & Gao's analysis of implicit networks):
 
 - in ℓ²: ``γ‖A‖₂ < 1`` (``relu`` is 1-Lipschitz coordinatewise);
 - in ℓ^∞: ``γ‖A‖_∞ < 1`` with ``‖A‖_∞ = max_i Σ_j |A_ij|`` (cheaper, but much more
   conservative for dense Gaussian matrices: ``A_ij ~ N(0, 1/m)`` has ``‖A‖₂ ≈ 2`` and
   ``‖A‖_∞ ≈ 0.8 √m``).
 
-``‖A‖₂`` is estimated by power iteration on ``AᵀA`` (:func:`power_iteration`). Its
-estimate ``σ_k = ‖A v_k‖`` is always a **lower bound** (``‖v_k‖ = 1``); the relative
+``‖A‖₂`` is estimated by power iteration on ``AᵀA``
+(:func:`gflow_jax._numerics.spectral_norm`, re-exported here as :func:`spectral_norm`).
+Its estimate ``σ_k = ‖A v_k‖`` is always a **lower bound** (``‖v_k‖ = 1``); the relative
 underestimate after 100 iterations from a generic start is ≲ 1 % for Gaussian
 ``A ∈ R^{m×m}``, ``m ≤ 512`` (median ≲ 1e-3; measured, see the tests). A rigorous
 **upper bound** is :func:`spectral_norm_upper_bound`, ``min(‖A‖_F, sqrt(‖A‖₁‖A‖_∞))``,
 but for Gaussian matrices it exceeds ``‖A‖₂`` by a factor ``~ √m / 2``, so it only
 certifies small ``γ``. :func:`well_posedness` reports all of them together with the
 fixed-point residual and the iteration count of an actual solve.
-
-This module depends on JAX only (the model is duck-typed: ``A``, ``gamma``,
-``margin``, ``equilibrium``), so :mod:`gflow_jax.models.implicit` can import it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
+
+from .._numerics import spectral_norm
+
+if TYPE_CHECKING:
+    from ..models.implicit import ImplicitReLU
 
 __all__ = [
     "WellPosedReport",
     "inf_norm",
     "power_iteration",
+    "spectral_norm",
     "spectral_norm_upper_bound",
     "well_posedness",
 ]
+
+# Transitional alias: ``power_iteration(A, iters=, v0=) -> (σ, v)`` was this module's own
+# copy of the power iteration on ``AᵀA``; it is now :func:`gflow_jax._numerics.spectral_norm`.
+# Import ``spectral_norm`` from ``gflow_jax._numerics`` instead.
+power_iteration = spectral_norm
 
 
 def _check_matrix(A) -> Array:
@@ -49,61 +60,33 @@ def _check_matrix(A) -> Array:
     return A
 
 
-def _start_vector(k: int) -> np.ndarray:
-    """A fixed generic unit vector (numpy constant: no RNG in the compiled graph)."""
-    v = np.random.default_rng(0).standard_normal(k)
-    return v / np.linalg.norm(v)
-
-
-def power_iteration(
-    A: Float[ArrayLike, "m k"],
-    *,
-    iters: int = 100,
-    v0: Float[ArrayLike, " k"] | None = None,
-) -> tuple[Float[Array, ""], Float[Array, " k"]]:
-    """Estimate ``‖A‖₂`` (largest singular value) by power iteration on ``AᵀA``.
-
-    ``v_{j+1} = AᵀA v_j / ‖AᵀA v_j‖`` for ``iters`` steps from ``v0`` (default: a fixed
-    Gaussian vector, numpy seed 0 — deterministic, and almost surely not orthogonal to the top
-    right singular vector), then ``σ = ‖A v‖``. Returns ``(σ, v)``; pass ``v`` back as
-    ``v0`` to warm-start the next estimate (e.g. along a trajectory, where ``A``
-    changes slowly).
-
-    ``σ ≤ ‖A‖₂`` always (a lower bound); the error decays like ``(σ₂/σ₁)^{2·iters}``,
-    slowly when the top singular values are clustered (random matrices), which is why
-    the default is generous. Fixed iteration count: jittable and vmappable.
-    """
-    A = _check_matrix(A)
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
-        raise ValueError(f"iters must be a non-negative int, got {iters!r}.")
-    k = A.shape[1]
-    if v0 is None:
-        v = jnp.asarray(_start_vector(k), A.dtype)
-    else:
-        v = jnp.asarray(v0, A.dtype)
-        if v.shape != (k,):
-            raise ValueError(f"v0 must have shape ({k},), got {v.shape}.")
-    tiny = jnp.finfo(A.dtype).tiny
-
-    def normalise(x):
-        return x / jnp.maximum(jnp.linalg.norm(x), tiny)
-
-    def body(_, x):
-        return normalise(A.T @ (A @ x))
-
-    v = jax.lax.fori_loop(0, int(iters), body, normalise(v))
-    return jnp.linalg.norm(A @ v), v
-
-
 def inf_norm(A: Float[ArrayLike, "m k"]) -> Float[Array, ""]:
     """``‖A‖_∞ = max_i Σ_j |A_ij|`` (max absolute row sum): ``γ‖A‖_∞ < 1`` makes
-    ``z ↦ relu(γAz + φ)`` an ℓ^∞ contraction (MATH.md §2.3)."""
+    ``z ↦ relu(γAz + φ)`` an ℓ^∞ contraction.
+
+    **Arguments:**
+
+    - `A`: a floating-point matrix.
+
+    **Returns:**
+
+    The norm, a non-negative scalar.
+    """
     A = _check_matrix(A)
     return jnp.max(jnp.sum(jnp.abs(A), axis=1))
 
 
 def spectral_norm_upper_bound(A: Float[ArrayLike, "m k"]) -> Float[Array, ""]:
-    """Rigorous upper bound ``min(‖A‖_F, sqrt(‖A‖₁ ‖A‖_∞)) ≥ ‖A‖₂`` (cheap, no iteration)."""
+    """Rigorous upper bound ``min(‖A‖_F, sqrt(‖A‖₁ ‖A‖_∞)) ≥ ‖A‖₂`` (cheap, no iteration).
+
+    **Arguments:**
+
+    - `A`: a floating-point matrix.
+
+    **Returns:**
+
+    The bound, a non-negative scalar.
+    """
     A = _check_matrix(A)
     fro = jnp.linalg.norm(A)
     one = jnp.max(jnp.sum(jnp.abs(A), axis=0))
@@ -111,7 +94,7 @@ def spectral_norm_upper_bound(A: Float[ArrayLike, "m k"]) -> Float[Array, ""]:
 
 
 class WellPosedReport(eqx.Module):
-    """Well-posedness diagnostics of an implicit network (MATH.md §2.3).
+    """Well-posedness diagnostics of an implicit network (module docstring).
 
     - ``gamma``: the scale ``γ``; ``margin``: the model's safety margin;
     - ``contraction``: ``γ σ_k`` with ``σ_k`` the power-iteration estimate of ``‖A‖₂``
@@ -152,36 +135,54 @@ class WellPosedReport(eqx.Module):
 
 
 def well_posedness(
-    model,
+    model: ImplicitReLU,
     x: Float[ArrayLike, "n d_in"] | None = None,
     *,
     iters: int | None = None,
     tol: float | None = None,
 ) -> WellPosedReport:
-    """Well-posedness report of an implicit network ``model`` (e.g. ``ImplicitReLU``).
+    """Well-posedness report of an implicit ReLU network.
 
-    ``iters``: power iterations (default ``model.power_iters``). ``tol``: the error
-    reduction for ``predicted_steps`` (default: the model's ``rtol``). With inputs ``x`` the
-    equilibrium is solved and its residual and step count are reported. Jittable
-    (``eqx.filter_jit``) and vmappable over stacked models.
+    Jittable (``eqx.filter_jit``) and vmappable over stacked models.
+
+    **Arguments:**
+
+    - `model`: a :class:`gflow_jax.models.implicit.ImplicitReLU`; its declared fields
+      ``A``, ``gamma``, ``margin``, ``power_iters`` and ``solver_settings()`` are read.
+    - `x`: optional inputs ``(n, d_in)``; with them the equilibrium is solved and its
+      residual and step count are reported.
+    - `iters`: power iterations on ``AᵀA`` (default ``model.power_iters``).
+    - `tol`: the error reduction for ``predicted_steps``, in ``(0, 1)`` (default the
+      model's ``rtol``, ``model.solver_settings()[0]``).
+
+    **Returns:**
+
+    A :class:`WellPosedReport`.
+
+    **Raises:**
+
+    ``TypeError`` if `model` is not an ``ImplicitReLU``; ``ValueError`` for a bad `iters`
+    or `tol`.
     """
-    for name in ("A", "gamma", "margin"):
-        if not hasattr(model, name):
-            raise TypeError(
-                f"well_posedness needs an implicit network with fields A, gamma, margin "
-                f"(e.g. gflow_jax.ImplicitReLU); {type(model).__name__} has no {name!r}."
-            )
-    iters = getattr(model, "power_iters", 100) if iters is None else iters
-    if tol is None:
-        settings = getattr(model, "solver_settings", None)
-        tol = settings()[0] if settings is not None else 1e-8
+    # Imported here: gflow_jax.models.implicit imports this module at load time.
+    from ..models.implicit import ImplicitReLU
+
+    if not isinstance(model, ImplicitReLU):
+        raise TypeError(
+            "well_posedness needs a gflow_jax.models.implicit.ImplicitReLU (the equilibrium "
+            f"z = relu(γAz + φ) it certifies), got {type(model).__name__}."
+        )
+    iters = model.power_iters if iters is None else iters
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
+        raise ValueError(f"iters must be a non-negative int, got {iters!r}.")
+    tol = model.solver_settings()[0] if tol is None else tol
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol must be in (0, 1), got {tol!r}.")
     A = _check_matrix(model.A)
     dtype = A.dtype
     gamma = jnp.asarray(model.gamma, dtype)
     margin = jnp.asarray(model.margin, dtype)
-    sigma, _ = power_iteration(A, iters=iters)
+    sigma, _ = spectral_norm(A, iters=int(iters))
     contraction = gamma * sigma
     upper = gamma * spectral_norm_upper_bound(A)
     cinf = gamma * inf_norm(A)
