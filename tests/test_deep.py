@@ -1,5 +1,5 @@
-"""DeepMLP (MATH.md §3.3) against a hand-written numpy forward, finite differences and the
-closed-form first-layer gradient at Chatterjee's positive initialisation."""
+"""DeepMLP (Chatterjee, arXiv:2203.16462) against a hand-written numpy forward, finite
+differences and the closed-form first-layer gradient at Chatterjee's positive initialisation."""
 
 import math
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from toys import descend as gradient_descent
 
-from gflow_jax.flow import gradient_descent
 from gflow_jax.models.base import partition
 from gflow_jax.models.deep import DeepMLP, linearly_independent_data
 from gflow_jax.risks.empirical import EmpiricalRisk
@@ -108,7 +108,7 @@ def test_positive_init_structure():
     x = jax.random.normal(jax.random.key(6), (9, 6))
     # tanh(0) = 0: the output at initialisation is exactly 0, whatever M
     assert np.all(np.asarray(m(x)) == 0)
-    # sigmoid(0) = 1/2: every input gives the same, O(M) output (MATH.md §3.3 caveat)
+    # sigmoid(0) = 1/2: every input gives the same, O(M) output (the caveat of this init)
     s = DeepMLP(widths, "sigmoid", key=jax.random.key(5), init="positive", output_scale=M)
     out = np.asarray(s(x))
     np.testing.assert_allclose(out, np.broadcast_to(out[0], out.shape), rtol=1e-14)
@@ -132,7 +132,7 @@ def _np_delta(model):
 
 
 def test_positive_init_first_layer_gradient_and_pl_bound():
-    """MATH.md §3.3 [D]: ``∇_{W_1} f = (2/n) δ (Xᵀe)ᵀ`` and
+    """Chatterjee's initialisation: ``∇_{W_1} f = (2/n) δ (Xᵀe)ᵀ`` and
     ``‖∇f‖²/f ≥ (4/n) λ_min(XXᵀ) ‖δ‖²`` at the positive initialisation."""
     n, d = 5, 7
     data = linearly_independent_data(n, d, jax.random.key(7))
@@ -235,7 +235,7 @@ def test_bad_inputs():
         DeepMLP((3, 2.5, 1), "tanh", key=key)
     with pytest.raises(TypeError):
         DeepMLP(3, "tanh", key=key)
-    with pytest.raises(ValueError, match="unknown activation"):
+    with pytest.raises(ValueError, match="activation must be"):
         DeepMLP((3, 2, 1), "gelu", key=key)
     with pytest.raises(ValueError, match="init"):
         DeepMLP((3, 2, 1), "tanh", key=key, init="xavier")

@@ -1,4 +1,5 @@
-"""ImplicitReLU (MATH.md §2): equilibrium, implicit gradients, well-posedness, failures."""
+"""ImplicitReLU (Gao & Gao, arXiv:2205.07463): equilibrium, implicit gradients,
+well-posedness, failures."""
 
 import warnings
 
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toys import flow as gradient_flow
 
 from gflow_jax.certificates.wellposed import (
     inf_norm,
@@ -15,7 +17,6 @@ from gflow_jax.certificates.wellposed import (
     spectral_norm_upper_bound,
     well_posedness,
 )
-from gflow_jax.flow import gradient_flow
 from gflow_jax.models.activations import relu
 from gflow_jax.models.base import partition
 from gflow_jax.models.implicit import ImplicitReLU, solve_equilibrium
@@ -226,8 +227,8 @@ def test_bad_inputs_raise_and_warn():
         ImplicitReLU(2, 4, gamma=0.1, key=key, input_map="tanh")
     with pytest.raises(ValueError, match="solver"):
         ImplicitReLU(2, 4, gamma=0.1, key=key, solver="anderson")
-    with pytest.raises(ValueError, match="trainable"):
-        ImplicitReLU(2, 4, gamma=0.1, key=key, trainable=("A", "c"))
+    with pytest.raises(ValueError, match="frozen names unknown fields"):
+        ImplicitReLU(2, 4, gamma=0.1, key=key, frozen=("A", "c"))
     with pytest.raises(ValueError, match="init"):
         ImplicitReLU(2, 4, gamma=0.1, key=key, init="xavier")
     with pytest.raises(ValueError, match="shape"):
@@ -241,8 +242,8 @@ def test_bad_inputs_raise_and_warn():
 
 
 def test_frozen_fields():
-    model = _model(trainable=("u",))
-    assert model.frozen == ("A", "W")
+    model = _model(frozen=("W", "A"))
+    assert model.frozen == ("A", "W")  # canonical order
     params, _ = partition(model)
     assert params.A is None and params.W is None and params.u is not None
 
@@ -294,7 +295,7 @@ def test_flow_stops_ill_posed_when_contraction_is_lost():
 
 @pytest.mark.slow
 def test_ensemble_ill_posed_member_does_not_affect_others():
-    from gflow_jax.ensemble import run_ensemble
+    import gflow_jax as gf
 
     x, y = _data()
     risk = EmpiricalRisk(x, y, weights=jnp.full(N, 0.5))
@@ -309,14 +310,14 @@ def test_ensemble_ill_posed_member_does_not_affect_others():
     keys = jax.random.split(jax.random.key(3), 4)
     expected_bad = np.asarray(jax.vmap(bad)(keys))
     assert expected_bad.any() and not expected_bad.all()
-    ens = run_ensemble(
+    ens = gf.run_ensemble(
         init,
         risk,
         keys,
         1.0,
-        controller=FORCED,
+        gf.GradientFlow(controller=FORCED, stop=Stop(risk_tol=1e-8), tail="explicit"),
         n_save=10,
-        stop=Stop(risk_tol=1e-8),
+        limits=None,
         chunk_size=4,
         compact=False,
     )

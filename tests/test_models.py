@@ -1,5 +1,7 @@
-"""Models: ReLU convention, flat-vector layout (MATH.md §1.1), realisation, generalised
-gradient (MATH.md §1.3) and initialisation schemes."""
+"""Models: ReLU convention, flat-vector layout, realisation, generalised gradient
+(``relu'(0) = 0``, Jentzen & Riekert arXiv:2107.04479) and initialisation schemes."""
+
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -7,11 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.flow import risk_and_grad
 from gflow_jax.models.activations import ACTIVATIONS, SMOOTH_ACTIVATIONS, relu, smooth_relu
-from gflow_jax.models.base import partition, trainable_filter
+from gflow_jax.models.base import AbstractModel, partition, trainable_filter
 from gflow_jax.models.shallow import ShallowReLU
 from gflow_jax.risks.empirical import EmpiricalRisk
+
+
+def risk_and_grad(params, static, risk):
+    """``(L(θ), ∇L(θ))`` by ``jax.value_and_grad`` on the trainable arrays."""
+    return jax.value_and_grad(lambda p: risk(eqx.combine(p, static)))(params)
+
 
 risk_and_grad_jit = eqx.filter_jit(risk_and_grad)  # one compile instead of many eager ops
 
@@ -27,7 +34,7 @@ def _set(model, w, b, v, c):
 def test_relu_values_and_derivative_convention():
     x = jnp.array([-2.0, -1e-300, 0.0, 1e-300, 3.0])
     np.testing.assert_array_equal(relu(x), [0.0, 0.0, 0.0, 1e-300, 3.0])
-    # relu'(0) = 0 (MATH.md §1.3), relu' = 1{x > 0} elsewhere
+    # relu'(0) = 0 (the generalised gradient), relu' = 1{x > 0} elsewhere
     assert jax.grad(relu)(0.0) == 0.0
     assert jax.grad(relu)(-0.0) == 0.0
     assert jax.grad(relu)(1e-300) == 1.0
@@ -57,7 +64,7 @@ def test_smooth_relu_tends_to_relu_and_registry():
 
 
 def test_to_flat_ordering_scalar_output():
-    """Positions of MATH.md §1.1 (1-based): w_j at (j-1)d+1..jd, b at Hd+1..Hd+H,
+    """Positions in the papers' ordering (1-based): w_j at (j-1)d+1..jd, b at Hd+1..Hd+H,
     v at H(d+1)+1..H(d+2), c last."""
     d, H = 2, 3
     m = ShallowReLU(d, H, key=jax.random.key(0))
@@ -125,7 +132,7 @@ def test_realisation_matches_formula():
 
 
 def test_generalised_gradient_at_kinks_matches_closed_form():
-    """jax.grad of the empirical risk equals G of MATH.md §1.3 with 1{u > 0}, also when
+    """jax.grad of the empirical risk equals the generalised gradient G with 1{u > 0}, also when
     data points sit exactly on kinks and at a degenerate neuron (w, b) = (0, 0)."""
     xs = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     ys = np.array([0.3, -0.2, 0.9, 0.1, 0.5])
@@ -198,21 +205,35 @@ def test_trainable_filter_and_frozen_fields():
     params, static = partition(m)
     assert all(x is not None for x in (params.w, params.b, params.v, params.c))
     assert jax.tree_util.tree_all(trainable_filter(m))
+    # frozen=("v", "c"): the output layer stays in the static part
+    f = ShallowReLU(1, 2, key=jax.random.key(0), frozen=("v", "c"))
+    params, static = partition(f)
+    assert params.v is None and params.c is None and params.w is not None
+    back = eqx.combine(params, static)
+    np.testing.assert_array_equal(back.v, f.v)
+    np.testing.assert_array_equal(back(jnp.ones((3, 1))), m(jnp.ones((3, 1))))
 
-    class Frozen(eqx.Module):
+    class Frozen(AbstractModel):  # a model of one's own declares the same interface
         a: jax.Array
         b: jax.Array
         frozen: tuple = eqx.field(static=True, default=("b",))
+        is_smooth: ClassVar[bool] = True
+
+        def __call__(self, x):
+            return x * self.a[0]
+
+        def well_posed(self):
+            return jnp.asarray(True)
+
+        def switching_functions(self, x):
+            return jnp.zeros((x.shape[0], 0))
 
     f = Frozen(jnp.ones(2), jnp.zeros(3))
     params, static = partition(f)
     assert params.b is None and static.b is not None and params.a is not None
-    back = eqx.combine(params, static)
-    np.testing.assert_array_equal(back.b, f.b)
-
-    class Bad(eqx.Module):
-        a: jax.Array
-        frozen: tuple = eqx.field(static=True, default=("nope",))
 
     with pytest.raises(ValueError, match="'nope', which is not a field"):
-        partition(Bad(jnp.ones(2)))
+        Frozen(jnp.ones(2), jnp.zeros(3), frozen=("nope",))
+    # a model that is not an AbstractModel: every floating array is trainable
+    plain = eqx.nn.Linear(2, 1, key=jax.random.key(0))
+    assert jax.tree_util.tree_all(trainable_filter(plain))

@@ -1,8 +1,8 @@
-"""Population risks: exact 1-d closed form (MATH.md §4) and quadrature / QMC rules.
+"""Population risks: exact 1-d closed form and quadrature / QMC rules.
 
 Truth comes from independent sources: adaptive ``scipy.integrate.quad`` with the kinks
 and knots as breakpoints (plain NumPy reference below), finite differences, closed-form
-critical values of MATH.md §1.7, Gaussian moments, and plain Monte Carlo.
+critical values (Jentzen & Riekert, arXiv:2107.04479), Gaussian moments, and plain Monte Carlo.
 """
 
 from __future__ import annotations
@@ -16,14 +16,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.integrate
+from toys import flow as gradient_flow
 
-from gflow_jax.flow import gradient_flow, risk_and_grad
 from gflow_jax.models.base import partition
 from gflow_jax.models.shallow import ShallowReLU
-from gflow_jax.risks.exact1d import ExactUniform1DRisk, exact_uniform_1d_risk
+from gflow_jax.risks.exact1d import _exact_uniform_1d_risk, _ExactUniform1DRisk
 from gflow_jax.risks.measures import AbstractMeasure, Gaussian, QuadratureError, Uniform
 from gflow_jax.risks.population import PopulationRisk
 from gflow_jax.risks.targets import Affine, Constant, FunctionTarget, PiecewiseLinear
+
+
+def risk_and_grad(params, static, risk):
+    """``(L(θ), ∇L(θ))`` by ``jax.value_and_grad`` on the trainable arrays."""
+    return jax.value_and_grad(lambda p: risk(eqx.combine(p, static)))(params)
+
 
 PL_TARGET = PiecewiseLinear([-1.0, 0.2, 0.5, 0.9, 2.0], [0.3, -0.4, 0.8, 0.1, 1.0])
 TARGETS = {
@@ -117,7 +123,7 @@ def reference(w, b, v, c, kx, ky, lo, hi):
 @pytest.fixture(scope="module")
 def batched_exact():
     """jit(vmap(value_and_grad)) of the custom-JVP risk: compiled once per shape."""
-    fn = jax.value_and_grad(exact_uniform_1d_risk, argnums=(0, 1, 2, 3))
+    fn = jax.value_and_grad(_exact_uniform_1d_risk, argnums=(0, 1, 2, 3))
     return jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, 0, None, None)))
 
 
@@ -282,7 +288,7 @@ def test_dead_neuron_critical_value(alpha, beta):
 
 
 def test_zigzag_saddle_value_and_zero_gradient():
-    """MATH.md §1.7: K = 2, α = 1, β = 0: L = 1/972, G = 0."""
+    """Closed-form critical value: K = 2, α = 1, β = 0: L = 1/972, G = 0."""
     risk = PopulationRisk.uniform_1d(Affine(1.0, 0.0), 0.0, 1.0)
     model = make_model([1.0, -1.0], [-1 / 3, 2 / 3], [2 / 3, -2 / 3], 0.5)
     value, grad = value_and_autograd(risk, model)
@@ -324,7 +330,7 @@ def test_float32():
 
 
 def test_energy_identity_along_a_flow():
-    """L(0) − L(t) = ∫_0^t ‖G(θ_s)‖² ds (MATH.md §1.4) on the exact risk."""
+    """Energy identity L(0) − L(t) = ∫_0^t ‖G(θ_s)‖² ds of a gradient flow on the exact risk."""
     import diffrax
 
     risk = PopulationRisk.uniform_1d(Affine(2.0, 1.0), 0.0, 1.0)
@@ -464,7 +470,7 @@ def test_exact_risk_validation():
     with pytest.raises(ValueError, match="PopulationRisk"):
         PopulationRisk.uniform_1d(Constant([1.0, 2.0]), 0.0, 1.0)
     risk = PopulationRisk.uniform_1d(target, 0.0, 1.0)
-    assert isinstance(risk, ExactUniform1DRisk)
+    assert isinstance(risk, _ExactUniform1DRisk)
     with pytest.raises(ValueError, match="d_in = 1"):
         risk(random_model(2, 3, 0))
     with pytest.raises(ValueError, match="d_out = 1"):

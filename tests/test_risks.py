@@ -1,5 +1,5 @@
 """Risks and targets: empirical risk values, targets and their knots, data sampling, and
-the Lyapunov identity of the constant-target problem (MATH.md §1.6) at random θ."""
+the Lyapunov identity of the constant-target problem at random θ."""
 
 import equinox as eqx
 import jax
@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.flow import risk_and_grad
 from gflow_jax.models.base import partition
 from gflow_jax.models.shallow import ShallowReLU
 from gflow_jax.risks.base import AbstractRisk
@@ -20,6 +19,12 @@ from gflow_jax.risks.targets import (
     as_target,
     sample_data,
 )
+
+
+def risk_and_grad(params, static, risk):
+    """``(L(θ), ∇L(θ))`` by ``jax.value_and_grad`` on the trainable arrays."""
+    return jax.value_and_grad(lambda p: risk(eqx.combine(p, static)))(params)
+
 
 # -- empirical risk ----------------------------------------------------------------------
 
@@ -148,7 +153,7 @@ def test_sample_data_grid_and_random():
         sample_data(f, 3, d_in=2)
 
 
-# -- Lyapunov identity for a constant target (MATH.md §1.6) ---------------------------------
+# -- Lyapunov identity for a constant target ------------------------------------------------
 
 
 def _tree_dot(a, b):

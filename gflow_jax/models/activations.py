@@ -1,7 +1,8 @@
 """Activation functions with the derivative conventions the theory needs.
 
-The ReLU here has the *generalised* derivative ``relu'(0) = 0`` (MATH.md §1.3): the
-limit of gradients of C¹ approximations ``R_r -> relu`` with ``R_r' -> 1{x > 0}``.
+The ReLU here has the *generalised* derivative ``relu'(0) = 0`` of Jentzen & Riekert
+(arXiv:2107.04479): the limit of gradients of C¹ approximations ``R_r -> relu`` with
+``R_r' -> 1{x > 0}``.
 It is defined with an explicit ``jax.custom_jvp`` so the convention never depends on
 how a JAX version happens to differentiate ``max(x, 0)``.
 """

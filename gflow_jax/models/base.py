@@ -1,40 +1,104 @@
-"""Trainable vs. frozen parameters: the one mechanism used by the whole library.
+"""The model interface and the one trainable/frozen mechanism of the library.
 
-The state of a gradient flow is the pytree of *trainable* arrays of a model. By default
-every inexact (floating) array is trainable. A model freezes some of its fields by
-declaring a static field ``frozen: tuple[str, ...]`` naming them (see
-:class:`gflow_jax.ImplicitReLU`, whose ``trainable=`` argument fills it). Frozen arrays
-stay in the static part of :func:`partition` and are never integrated.
+A *model* is any pytree (usually an ``eqx.Module``) that a risk maps to a number. The
+library's own models subclass :class:`AbstractModel`, which declares what the dynamics
+and certificates need to know about a model — no attribute probing anywhere:
+
+- ``frozen``: names of fields that are held fixed (never integrated);
+- ``is_smooth``: whether ``x ↦ N_θ(x)`` and ``θ ↦ N_θ(x)`` are ``C²`` (False for ReLU);
+- ``well_posed()``: whether the forward map is defined at θ (implicit networks);
+- ``switching_functions(x)``: the pre-activations whose sign changes make a ReLU
+  network's risk non-smooth (an ``(n, 0)`` array for smooth models).
+
+A model of your own that does not subclass :class:`AbstractModel` is treated as smooth,
+always well posed, with every floating array trainable.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: Equinox needs the ``AbstractVar``
+# annotations as objects (stringified abstract annotations are silently not abstract).
+import abc
 
 import equinox as eqx
+import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import PyTree
+from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
+
+
+class AbstractModel(eqx.Module):
+    """Base class of models ``N_θ: R^{d_in} → R^{d_out}`` applied to batches ``(n, d_in)``.
+
+    Concrete subclasses are final. They provide the fields/properties below.
+
+    - `frozen`: a static ``tuple[str, ...]`` of field names excluded from θ.
+    - `is_smooth`: ``True`` if ``θ ↦ N_θ(x)`` is twice continuously differentiable.
+    """
+
+    frozen: eqx.AbstractVar[tuple[str, ...]]
+    is_smooth: eqx.AbstractVar[bool]
+
+    def __check_init__(self):
+        names = set(self.__dataclass_fields__)
+        for name in self.frozen:
+            if name not in names:
+                raise ValueError(
+                    f"{type(self).__name__}: frozen names {name!r}, which is not a field "
+                    f"(fields: {sorted(n for n in names if n != 'frozen')})."
+                )
+
+    @abc.abstractmethod
+    def __call__(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n d_out"]:
+        """The network's outputs on a batch of inputs."""
+
+    @abc.abstractmethod
+    def well_posed(self) -> Bool[Array, ""]:
+        """Whether the forward map is well defined at these parameters."""
+
+    @abc.abstractmethod
+    def switching_functions(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n s"]:
+        """Pre-activations ``s_ij(θ)`` of the inputs whose sign changes are kinks of θ ↦ N_θ(x).
+
+        **Arguments:**
+
+        - `x`: inputs ``(n, d_in)``.
+
+        **Returns:**
+
+        An ``(n, s)`` array (``s = 0`` for smooth models); ``N_θ(x_i)`` is smooth in θ
+        wherever no ``s_ij(θ)`` is zero.
+        """
 
 
 def trainable_filter(model: PyTree) -> PyTree[bool]:
-    """Filter spec (a pytree of bools like ``model``) marking the trainable arrays."""
+    """Filter spec marking the trainable arrays of `model` (a pytree of bools like it).
+
+    Every inexact (floating) array is trainable, except the fields an
+    :class:`AbstractModel` names in ``frozen``.
+    """
     spec = jtu.tree_map(eqx.is_inexact_array, model)
-    frozen = tuple(getattr(model, "frozen", ()) or ())
-    if frozen:
-        for name in frozen:
-            if not hasattr(model, name):
-                raise ValueError(
-                    f"{type(model).__name__}.frozen names {name!r}, which is not a field."
-                )
+    if isinstance(model, AbstractModel) and model.frozen:
         spec = eqx.tree_at(
-            lambda m: [getattr(m, n) for n in frozen],
+            lambda m: [getattr(m, name) for name in model.frozen],
             spec,
-            replace=[jtu.tree_map(lambda _: False, getattr(spec, n)) for n in frozen],
+            replace=[jtu.tree_map(lambda _: False, getattr(spec, name)) for name in model.frozen],
         )
     return spec
 
 
 def partition(model: PyTree) -> tuple[PyTree, PyTree]:
-    """Split ``model`` into ``(params, static)``: trainable arrays and everything else.
+    """Split `model` into ``(params, static)``: θ (trainable arrays) and everything else.
 
     ``eqx.combine(params, static)`` rebuilds the model.
     """
     return eqx.partition(model, trainable_filter(model))
+
+
+def is_well_posed(model: PyTree) -> Bool[Array, ""]:
+    """``model.well_posed()`` for an :class:`AbstractModel`, else ``True``."""
+    if isinstance(model, AbstractModel):
+        return jnp.asarray(model.well_posed())
+    return jnp.asarray(True)
+
+
+def is_smooth(model: PyTree) -> bool:
+    """``model.is_smooth`` for an :class:`AbstractModel`, else ``True``."""
+    return bool(model.is_smooth) if isinstance(model, AbstractModel) else True

@@ -1,26 +1,36 @@
-"""Deep fully connected networks with smooth activations (MATH.md §3.3).
+"""Deep fully connected networks, smooth or ReLU.
 
 ``h_0 = x``, ``h_l = s(a_l W_l h_{l−1} + b_l)`` for ``l = 1..L``, ``N_θ(x) = a_{L+1} V h_L + c``,
 where ``a_l`` is ``1`` except for the NTK parametrisation (``a_l = 1/√fan_in``). With
-``init="positive"`` this is the network of Chatterjee's theorem (first-layer weights 0,
-hidden weights strictly positive, output weights of size ``M``), whose gradient flow the
-ball criterion of :mod:`gflow_jax.certificates.ball` certifies when the inputs are linearly
-independent (``n ≤ d``, see :func:`linearly_independent_data`).
+``init="positive"`` this is the network of Chatterjee's convergence theorem (arXiv:2203.16462:
+first-layer weights 0, hidden weights strictly positive, output weights of size ``M``), whose
+gradient flow the ball criterion of :mod:`gflow_jax.certificates.ball` certifies when the
+inputs are linearly independent (``n ≤ d``, see :func:`linearly_independent_data`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, final
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
+from .._checks import (
+    check_float_dtype,
+    check_key,
+    field_names,
+    int_sequence,
+    one_of,
+    positive_float,
+    positive_int,
+)
 from .activations import ACTIVATIONS, SMOOTH_ACTIVATIONS, smooth_relu
+from .base import AbstractModel
 
 DeepInit = Literal["lecun", "he", "ntk", "positive"]
 _INITS = ("lecun", "he", "ntk", "positive")
@@ -28,22 +38,12 @@ _INITS = ("lecun", "he", "ntk", "positive")
 
 def _check_widths(widths) -> tuple[int, ...]:
     try:
-        widths = tuple(widths)
-    except TypeError:
-        raise TypeError(
-            f"widths must be a sequence of ints (d_in, h_1, ..., h_L, d_out), got {widths!r}."
-        ) from None
-    if len(widths) < 2:
+        return int_sequence("widths", widths, min_len=2)
+    except ValueError as err:
         raise ValueError(
-            f"widths must have length >= 2 (d_in, ..., d_out), got {widths!r}; "
-            "e.g. widths=(16, 32, 32, 1) for two hidden layers of width 32."
-        )
-    for w in widths:
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
-            raise TypeError(f"every entry of widths must be an int, got {widths!r}.")
-        if w < 1:
-            raise ValueError(f"every entry of widths must be >= 1, got {widths!r}.")
-    return tuple(int(w) for w in widths)
+            f"{err} widths = (d_in, h_1, ..., h_L, d_out): e.g. widths=(16, 32, 32, 1) for "
+            "two hidden layers of width 32."
+        ) from None
 
 
 @functools.partial(jax.jit, static_argnames=("widths", "init", "dtype"))
@@ -69,43 +69,25 @@ def _init_weights(key, M, *, widths, init, dtype):
     return tuple(arrays[:-1]), M * arrays[-1]
 
 
-class DeepMLP(eqx.Module):
-    """Feedforward network of any depth: ``widths = (d_in, h_1, ..., h_L, d_out)``.
+@final
+class DeepMLP(AbstractModel):
+    """Feedforward network of any depth, ``widths = (d_in, h_1, ..., h_L, d_out)`` (final).
 
     ``h_0 = x``, ``h_l = s(a_l W_l h_{l−1} + b_l)`` (``l = 1..L``) and
     ``N_θ(x) = a_{L+1} V h_L + c`` with ``s`` = ``ACTIVATIONS[activation]``. ``L = 0``
     (``widths = (d_in, d_out)``) is the affine model ``V x + c``. Fields:
 
-    - ``weights``: tuple ``(W_1, ..., W_L)``, ``W_l`` of shape ``(h_l, h_{l−1})``;
-    - ``biases``: tuple ``(b_1, ..., b_L)`` (``None`` if ``use_bias=False``);
-    - ``v``: ``(d_out, h_L)`` output weights; ``c``: ``(d_out,)`` output bias (or ``None``);
-    - static: ``activation`` (name), ``sharpness`` (of ``"smooth_relu"``), ``multipliers``
-      ``(a_1, ..., a_{L+1})``.
+    - `weights`: tuple ``(W_1, ..., W_L)``, ``W_l`` of shape ``(h_l, h_{l−1})``;
+    - `biases`: tuple ``(b_1, ..., b_L)`` (``None`` if ``use_bias=False``);
+    - `v`: ``(d_out, h_L)`` output weights; `c`: ``(d_out,)`` output bias (or ``None``);
+    - static: `activation` (name), `sharpness` (of ``"smooth_relu"``), `multipliers`
+      ``(a_1, ..., a_{L+1})``, `frozen` (fields a flow keeps fixed, default ``()``).
 
     **Activations**: ``"tanh"``, ``"sigmoid"``, ``"softplus"``, ``"smooth_relu"``
     (``softplus(k u)/k`` with ``k = sharpness``) are C^∞ and strictly increasing, as
-    Chatterjee's theorem requires; ``"relu"`` (``relu'(0) = 0``) is allowed for comparison
-    but is not C², so :func:`gflow_jax.certificates.ball.ball_criterion` warns on it.
-
-    **Initialisation** (``init=``; ``M`` = ``output_scale`` multiplies ``V`` in every case):
-
-    - ``"lecun"``: ``W_l ~ N(0, 1/fan_in)``, ``V ~ N(0, M²/h_L)``, biases 0;
-    - ``"he"``: ``W_l ~ N(0, 2/fan_in)``, ``V ~ N(0, 2M²/h_L)``, biases 0;
-    - ``"ntk"``: the NTK *parametrisation*: all weights ``N(0, 1)`` (``V`` times ``M``)
-      and multipliers ``a_l = 1/√fan_in`` in the forward pass (so the function at
-      initialisation is distributed as under ``"lecun"``, but the gradient flow differs);
-    - ``"positive"`` (Chatterjee, MATH.md §3.3): ``W_1 = 0``; hidden weights
-      ``W_l[i, j] ~ U(0.5, 1.5)/fan_in`` for ``l ≥ 2`` (strictly positive, rows sum to
-      about 1, so a constant hidden vector keeps its size); output weights
-      ``V[k, j] ~ M · U(0.5, 1.5)/h_L`` (so ``V h ≈ M · mean(h)``); biases 0. With
-      ``W_1 = 0`` every input gives the same hidden state ``h_1 = s(0)``; for ``tanh``
-      (``s(0) = 0``) the network output at initialisation is exactly 0, so
-      ``L(θ_0) = mean(y²)`` does not grow with ``M`` while the PL constant ``α`` grows like
-      ``M²`` (MATH.md §3.3 caveat: with ``s(0) ≠ 0`` the initial output is ``O(M)``).
-
-    ``dtype`` defaults to JAX's default float (float64 when x64 is enabled). All arrays
-    are plain arrays, so ``eqx.is_inexact_array`` (and hence the flows) see every
-    weight and bias as trainable.
+    Chatterjee's theorem (arXiv:2203.16462) requires; ``"relu"`` (``relu'(0) = 0``) is
+    allowed for comparison but is not C²: then :attr:`is_smooth` is False (unless
+    ``L = 0``) and the hidden pre-activations are the :meth:`switching_functions`.
     """
 
     weights: tuple[Float[Array, "h_out h_in"], ...]
@@ -115,6 +97,7 @@ class DeepMLP(eqx.Module):
     activation: str = eqx.field(static=True)
     sharpness: float = eqx.field(static=True)
     multipliers: tuple[float, ...] = eqx.field(static=True)
+    frozen: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -126,25 +109,49 @@ class DeepMLP(eqx.Module):
         use_bias: bool = True,
         output_scale: float = 1.0,
         sharpness: float = 10.0,
+        frozen: tuple[str, ...] = (),
         dtype=None,
     ):
+        """**Arguments:**
+
+        - `widths`: ``(d_in, h_1, ..., h_L, d_out)``, positive ints, length ``≥ 2``.
+        - `activation`: a name in ``ACTIVATIONS`` (default ``"tanh"``).
+        - `key`: a JAX PRNG key, e.g. ``jax.random.key(0)``.
+        - `init` (``M`` = `output_scale` multiplies ``V`` in every case):
+            - ``"lecun"``: ``W_l ~ N(0, 1/fan_in)``, ``V ~ N(0, M²/h_L)``, biases 0;
+            - ``"he"``: ``W_l ~ N(0, 2/fan_in)``, ``V ~ N(0, 2M²/h_L)``, biases 0;
+            - ``"ntk"``: the NTK *parametrisation*: all weights ``N(0, 1)`` (``V`` times
+              ``M``) and multipliers ``a_l = 1/√fan_in`` in the forward pass (the function
+              at initialisation is distributed as under ``"lecun"``, the flow differs);
+            - ``"positive"`` (Chatterjee's initialisation): ``W_1 = 0``; hidden weights
+              ``W_l[i, j] ~ U(0.5, 1.5)/fan_in`` for ``l ≥ 2`` (strictly positive, rows sum
+              to about 1, so a constant hidden vector keeps its size); output weights
+              ``V[k, j] ~ M · U(0.5, 1.5)/h_L`` (so ``V h ≈ M · mean(h)``); biases 0. With
+              ``W_1 = 0`` every input gives the same hidden state ``h_1 = s(0)``; for
+              ``tanh`` (``s(0) = 0``) the output at initialisation is exactly 0, so
+              ``L(θ_0) = mean(y²)`` does not grow with ``M`` while the Polyak–Łojasiewicz
+              constant grows like ``M²`` (with ``s(0) ≠ 0`` the initial output is
+              ``O(M)``).
+        - `use_bias`: include the biases ``b_l`` and ``c``.
+        - `output_scale`: ``M > 0``.
+        - `sharpness`: ``k > 0`` of ``"smooth_relu"``.
+        - `frozen`: names among ``("weights", "biases", "v", "c")`` a flow keeps fixed, e.g.
+          ``frozen=("v", "c")`` for a fixed output layer; a tuple field freezes every layer.
+        - `dtype`: a floating dtype (default JAX's default float: float64 under x64).
+        """
         widths = _check_widths(widths)
-        if not isinstance(activation, str) or activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}."
-            )
-        if init not in _INITS:
-            raise ValueError(f"init must be one of {_INITS}, got {init!r}.")
-        for name, value in (("output_scale", output_scale), ("sharpness", sharpness)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-                raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
-        dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
+        activation = one_of("activation", activation, tuple(sorted(ACTIVATIONS)))
+        init = one_of("init", init, _INITS)
+        key = check_key("key", key)
+        output_scale = positive_float("output_scale", output_scale)
+        sharpness = positive_float("sharpness", sharpness)
+        dtype = check_float_dtype("dtype", dtype)
+        present = ("weights", "biases", "v", "c") if use_bias else ("weights", "v")
+        self.frozen = field_names(
+            "frozen", frozen, present, hint="" if use_bias else "(use_bias=False: no biases)"
+        )
         weights, v = _init_weights(
-            key, jnp.asarray(float(output_scale), dtype), widths=widths, init=init, dtype=dtype
+            key, jnp.asarray(output_scale, dtype), widths=widths, init=init, dtype=dtype
         )
         self.weights = weights
         self.biases = tuple(jnp.zeros((w,), dtype) for w in widths[1:-1]) if use_bias else None
@@ -172,14 +179,17 @@ class DeepMLP(eqx.Module):
 
     @property
     def d_in(self) -> int:
+        """Input dimension."""
         return self.widths[0]
 
     @property
     def d_out(self) -> int:
+        """Output dimension."""
         return self.widths[-1]
 
     @property
     def num_params(self) -> int:
+        """Number of weights and biases (trainable or frozen)."""
         w = self.widths
         n = sum(w[i] * w[i + 1] for i in range(len(w) - 1))
         if self.biases is not None:
@@ -188,35 +198,91 @@ class DeepMLP(eqx.Module):
 
     @property
     def is_smooth(self) -> bool:
-        """True if the activation is C^∞ (all but ``"relu"``)."""
-        return self.activation in SMOOTH_ACTIVATIONS
+        """True if ``θ ↦ N_θ(x)`` is C^∞: a smooth activation, or no hidden layer."""
+        return self.activation in SMOOTH_ACTIVATIONS or self.depth == 0
 
     # -- realisation -----------------------------------------------------------------
     def sigma(self, u: ArrayLike) -> Array:
-        """The activation ``s`` (with this model's ``sharpness`` for ``"smooth_relu"``)."""
+        """The activation ``s`` (with this model's `sharpness` for ``"smooth_relu"``)."""
         if self.activation == "smooth_relu":
             return smooth_relu(u, self.sharpness)
         return ACTIVATIONS[self.activation](u)
 
-    def hidden(self, x: Float[ArrayLike, "n d_in"]) -> list[Float[Array, "n h"]]:
-        """Hidden states ``[h_0, h_1, ..., h_L]`` for a batch of inputs."""
+    def _forward(self, x) -> tuple[list[Array], list[Array]]:
+        """``([h_0, ..., h_L], [z_1, ..., z_L])`` with ``z_l = a_l W_l h_{l−1} + b_l``."""
         h = self._check_input(x)
-        out = [h]
+        states, pre = [h], []
         for layer, W in enumerate(self.weights):
             z = self.multipliers[layer] * (h @ W.T)
             if self.biases is not None:
                 z = z + self.biases[layer]
             h = self.sigma(z)
-            out.append(h)
-        return out
+            pre.append(z)
+            states.append(h)
+        return states, pre
+
+    def hidden(self, x: Float[ArrayLike, "n d_in"]) -> list[Float[Array, "n h"]]:
+        """Hidden states ``[h_0, h_1, ..., h_L]`` (``h_0 = x``) for a batch ``(n, d_in)``."""
+        return self._forward(x)[0]
+
+    def switching_functions(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n s"]:
+        """The hidden pre-activations ``z_l = a_l W_l h_{l−1} + b_l`` of a ReLU network.
+
+        **Arguments:**
+
+        - `x`: inputs ``(n, d_in)``.
+
+        **Returns:**
+
+        For ``activation="relu"`` the ``(n, h_1 + ... + h_L)`` array ``[z_1, ..., z_L]``
+        (layer by layer); for a smooth model an ``(n, 0)`` array.
+        """
+        if self.is_smooth:
+            x = self._check_input(x)
+            return jnp.zeros((x.shape[0], 0), self.v.dtype)
+        return jnp.concatenate(self._forward(x)[1], axis=-1)
+
+    def switching_scales(self) -> Float[Array, " s"]:
+        """``sqrt(a_l² ‖W_l[j]‖² + b_l[j]²)`` per hidden neuron, layer by layer.
+
+        The norm of the coefficients of ``z_l[j]`` as an affine function of ``h_{l−1}``:
+        ``z_l[j] / scale`` is invariant to rescaling a neuron, ``(W_l[j], b_l[j]) ↦ α(W_l[j],
+        b_l[j])`` with the ``j``-th column of the next layer divided by ``α > 0``.
+
+        **Returns:**
+
+        An array matching the columns of :meth:`switching_functions` (empty if smooth).
+        """
+        if self.is_smooth:
+            return jnp.zeros((0,), self.v.dtype)
+        scales = []
+        for layer, W in enumerate(self.weights):
+            sq = self.multipliers[layer] ** 2 * jnp.sum(W**2, axis=-1)
+            if self.biases is not None:
+                sq = sq + self.biases[layer] ** 2
+            scales.append(jnp.sqrt(sq))
+        return jnp.concatenate(scales)
 
     def __call__(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n d_out"]:
-        """``N_θ(x)`` for a batch ``x`` of shape ``(n, d_in)``; returns ``(n, d_out)``."""
+        """``N_θ(x)``.
+
+        **Arguments:**
+
+        - `x`: a batch ``(n, d_in)``.
+
+        **Returns:**
+
+        The outputs ``(n, d_out)``.
+        """
         h = self.hidden(x)[-1]
         out = self.multipliers[-1] * (h @ self.v.T)
         if self.c is not None:
             out = out + self.c
         return out
+
+    def well_posed(self) -> Bool[Array, ""]:
+        """Always ``True``: an explicit network is defined for every θ."""
+        return jnp.asarray(True)
 
     def _check_input(self, x) -> Array:
         x = jnp.asarray(x)
@@ -235,8 +301,9 @@ class IndependentData(NamedTuple):
     - ``x``: ``(n, d)`` inputs with unit-norm rows;
     - ``y``: ``(n, 1)`` targets, normalised to ``mean(y²) = 1``;
     - ``gram_lambda_min``: ``λ_min(X Xᵀ)``, the smallest eigenvalue of the ``n × n``
-      Gram matrix ``(x_i · x_j)`` (equal to ``λ_min`` of MATH.md's ``XᵀX`` with the
-      inputs as columns); ``> 0`` iff the inputs are linearly independent.
+      Gram matrix ``(x_i · x_j)`` (equal to ``λ_min(XᵀX)`` for the ``d × n`` matrix ``X``
+      with the inputs as columns, as in Chatterjee's theorem); ``> 0`` iff the inputs are
+      linearly independent.
     """
 
     x: Float[Array, "n d"]
@@ -253,21 +320,27 @@ def linearly_independent_data(
     probability 1 when ``n ≤ d``), targets ``y_i ~ N(0, 1)`` rescaled so that
     ``(1/n) Σ y_i² = 1`` (then a network whose output is 0 has mean-squared risk 1).
 
-    ``n > d`` violates the theorem's hypothesis and raises ``ValueError`` unless
-    ``allow_dependent=True`` (for studies that cross ``n = d``; then
-    ``gram_lambda_min ≈ 0``). Returns :class:`IndependentData`.
+    **Arguments:**
+
+    - `n`, `d`: number of inputs and their dimension (positive ints).
+    - `key`: a JAX PRNG key.
+    - `allow_dependent`: ``n > d`` violates the theorem's hypothesis and raises
+      ``ValueError`` unless this is True (for studies that cross ``n = d``; then
+      ``gram_lambda_min ≈ 0``).
+    - `dtype`: a floating dtype (default JAX's default float).
+
+    **Returns:**
+
+    An :class:`IndependentData`.
     """
-    for name, value in (("n", n), ("d", d)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be a positive int, got {value!r}.")
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}.")
+    n, d = positive_int("n", n), positive_int("d", d)
+    key = check_key("key", key)
+    dtype = check_float_dtype("dtype", dtype)
     if n > d and not allow_dependent:
         raise ValueError(
             f"n = {n} > d = {d}: n inputs in R^d cannot be linearly independent (the theorem "
             "needs n <= d). Pass allow_dependent=True to build such a data set anyway."
         )
-    dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
     kx, ky = jax.random.split(key)
     g = jax.random.normal(kx, (n, d), dtype)
     x = g / jnp.linalg.norm(g, axis=1, keepdims=True)

@@ -1,4 +1,4 @@
-"""Implicit (equilibrium) ReLU network of MATH.md §2 (Gao & Gao, arXiv:2205.07463).
+"""Implicit (equilibrium) ReLU network (Gao & Gao, arXiv:2205.07463).
 
 The hidden state of input ``x`` is the equilibrium
 
@@ -8,8 +8,8 @@ and the output is ``N(x) = u z* (+ c)``. If ``γ‖A‖₂ < 1`` the map
 ``z ↦ relu(γAz + φ)`` is a contraction (``relu`` is 1-Lipschitz), so ``z*`` exists, is
 unique, and Picard iteration from ``z = 0`` converges at the linear rate ``γ‖A‖₂``.
 
-**Gradients** go through ``z*`` by the implicit function theorem, never by unrolling
-(MATH.md §2.3). With ``D = diag(1{γAz* + φ > 0})`` (so ``relu'(0) = 0``) the tangent
+**Gradients** go through ``z*`` by the implicit function theorem, never by unrolling.
+With ``D = diag(1{γAz* + φ > 0})`` (so ``relu'(0) = 0``) the tangent
 of the equilibrium solves ``(I − γDA) ż = D(γȦ z* + φ̇)``; reverse mode solves the
 transposed system ``(I − γAᵀD) λ = g``, ``μ = Dλ``, ``∂L/∂A = γ μ z*ᵀ``,
 ``∂L/∂φ = μ``. Both systems are solved by a Neumann (Picard) iteration, which
@@ -30,8 +30,7 @@ import functools as ft
 import math
 import warnings
 from collections.abc import Mapping
-from numbers import Real
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple, final
 
 import equinox as eqx
 import jax
@@ -41,16 +40,30 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
-from .._checks import is_concrete, positive_int
-from ..certificates.wellposed import power_iteration
+from .._checks import (
+    check_float_dtype,
+    check_key,
+    field_names,
+    is_concrete,
+    nonneg_float,
+    one_of,
+    positive_float,
+    positive_int,
+    real_float,
+    unit_interval_float,
+)
+from .._defaults import defaults
+from .._numerics import spectral_norm
 from .activations import relu
+from .base import AbstractModel
 
 __all__ = ["Equilibrium", "ImplicitReLU", "solve_equilibrium"]
 
 InputMap = Literal["linear", "relu"]
 Solver = Literal["picard", "newton"]
+_INPUT_MAPS = ("linear", "relu")
+_SOLVERS = ("picard", "newton")
 _PARAMETERS = ("A", "W", "u", "c")
-_DEFAULT_TOL = {"float64": (1e-10, 1e-10), "float32": (1e-5, 1e-6)}
 
 
 # ----------------------------------------------------------------------------------
@@ -206,20 +219,35 @@ def solve_equilibrium(
     atol: float = 1e-10,
     max_steps: int = 2000,
 ) -> tuple[Float[Array, "n m"], Int[Array, ""], Bool[Array, ""]]:
-    """Solve ``z_i = relu(γA z_i + φ_i)`` for every row ``φ_i`` of ``phi`` from ``z = 0``.
+    """Solve ``z_i = relu(γA z_i + φ_i)`` for every row ``φ_i`` of `phi`, from ``z = 0``.
 
-    ``gamma_A`` is the product ``γA``. Returns ``(z, num_steps, success)``; ``z`` is
-    differentiable in ``gamma_A`` and ``phi`` by the implicit function theorem
-    (forward and reverse mode). ``success`` is False if the solver did not meet
-    ``rtol``/``atol`` within ``max_steps`` or produced non-finite values; then the
-    tangents of ``z`` are NaN. Jittable and vmappable; never raises at run time.
+    **Arguments:**
+
+    - `gamma_A`: the product ``γA``, ``(m, m)``.
+    - `phi`: the injections ``φ(x_i)``, ``(n, m)``.
+    - `solver`: ``"picard"`` (one fixed-point iteration for the whole batch) or
+      ``"newton"`` (semismooth Newton per input).
+    - `rtol`, `atol`: stop when successive iterates differ by less than
+      ``atol + rtol |z|`` entrywise (numbers in ``(0, 1)``).
+    - `max_steps`: iteration limit.
+
+    **Returns:**
+
+    ``(z, num_steps, success)``. ``z`` is differentiable in `gamma_A` and `phi` by the
+    implicit function theorem (forward and reverse mode). ``success`` is False if the
+    solver did not meet the tolerances within `max_steps` or produced non-finite values;
+    then the tangents of ``z`` are NaN. Jittable and vmappable; never raises at run time.
     """
-    if solver not in ("picard", "newton"):
-        raise ValueError(f"solver must be 'picard' or 'newton', got {solver!r}.")
+    solver = one_of("solver", solver, _SOLVERS)
     gA, phi = jnp.asarray(gamma_A), jnp.asarray(phi)
     if gA.ndim != 2 or gA.shape[0] != gA.shape[1] or phi.ndim != 2 or phi.shape[1] != gA.shape[0]:
         raise ValueError(f"gamma_A must be (m, m) and phi (n, m); got {gA.shape} and {phi.shape}.")
-    config = _SolveConfig(solver, float(rtol), float(atol), positive_int("max_steps", max_steps))
+    config = _SolveConfig(
+        solver,
+        unit_interval_float("rtol", rtol),
+        unit_interval_float("atol", atol),
+        positive_int("max_steps", max_steps),
+    )
     return _equilibrium(config, gA, phi)
 
 
@@ -259,70 +287,32 @@ def _init_arrays(key, d_in, width, d_out, dtype, std, spectral):
     return A, W, u, c
 
 
-def _check_gamma(gamma) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (Real, np.ndarray, jax.Array)):
-        raise TypeError(f"gamma must be a positive real number, got {gamma!r}.")
-    if not is_concrete(gamma) or np.ndim(gamma) != 0:
-        raise TypeError("gamma must be a concrete scalar (it is a static setting of the model).")
-    g = float(np.asarray(gamma))
-    if not math.isfinite(g) or g <= 0:
-        raise ValueError(
-            f"gamma must be a finite positive number, got {g}. The implicit layer is "
-            "relu(gamma A z + phi); well-posedness needs gamma ||A||_2 < 1."
-        )
-    return g
-
-
-def _check_tol(name: str, value, default: float | None) -> float | None:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a positive number, got {value!r}.")
-    if not (math.isfinite(value) and 0 < value < 1):
-        raise ValueError(f"{name} must be in (0, 1), got {value}.")
-    return float(value)
-
-
-class ImplicitReLU(eqx.Module):
-    """Implicit (infinite-depth, weight-tied) ReLU network of MATH.md §2.2.
+@final
+class ImplicitReLU(AbstractModel):
+    """Implicit (infinite-depth, weight-tied) ReLU network of Gao & Gao (final class).
 
     ``N(x) = u z*(x) (+ c)`` with ``z* = relu(γ A z* + φ(x))``, ``φ(x) = W x``
-    (``input_map="linear"``) or ``relu(W x)`` (``"relu"``). Fields (``m`` = width):
+    (``input_map="linear"``) or ``relu(W x)`` (``"relu"``), after Gao & Gao
+    (arXiv:2205.07463). Fields (``m`` = width):
 
-    - ``A``: ``(m, m)`` implicit-layer weights, scaled by the fixed ``γ`` (``gamma``);
-    - ``W``: ``(m, d_in)`` input injection;
-    - ``u``: ``(d_out, m)`` output weights;
-    - ``c``: ``(d_out,)`` output bias if ``use_bias`` else ``None``.
+    - `A`: ``(m, m)`` implicit-layer weights, scaled by the fixed ``γ`` (`gamma`);
+    - `W`: ``(m, d_in)`` input injection;
+    - `u`: ``(d_out, m)`` output weights;
+    - `c`: ``(d_out,)`` output bias if ``use_bias`` else ``None``;
+    - static: `gamma`, `input_map`, the solver settings, `margin`, `power_iters` and
+      `frozen` (the fields a flow keeps fixed).
 
-    **Initialisation** (``init=``), entries i.i.d. Gaussian:
-
-    - ``"normal"`` (default, MATH.md §2.2): ``A ~ N(0, 1/m)`` (so ``‖A(0)‖₂ ≈ 2`` and
-      the map is a contraction for ``γ ≲ 1/2``), ``W ~ N(0, 1/d_in)``,
-      ``u ~ N(0, 1/m)``, ``c = 0``;
-    - ``"spectral"``: as ``"normal"`` but ``A`` rescaled to ``‖A(0)‖₂ = 1`` exactly, so
-      ``γ`` *is* the initial contraction factor ``γ‖A(0)‖₂``;
-    - a mapping of standard deviations, e.g. ``{"A": 0.5/sqrt(m), "u": 1.0}``; fields
-      not named use the ``"normal"`` scale.
-
-    **Trainable fields**: ``trainable`` names the fields the flow integrates (default
-    all: ``("A", "W", "u")`` plus ``"c"`` with a bias); the others are listed in the
-    static field ``frozen`` (the library's one mechanism,
-    :func:`gflow_jax.models.base.trainable_filter`).
-
-    **Solver** (static settings): ``solver="picard"`` (``optx.FixedPointIteration`` on
-    the whole batch, the default) or ``"newton"`` (``optx.Newton`` per input on the root
-    problem ``z − relu(γAz + φ) = 0``), from ``z = 0``, until successive iterates differ
-    by less than ``atol + rtol |z|`` entrywise (default ``1e-10`` in float64, ``1e-5``
-    / ``1e-6`` in float32), at most ``max_steps`` iterations (default: enough for
-    Picard at the worst admissible contraction ``1 − margin``,
-    ``⌈log(rtol/10)/log(1 − margin)⌉``, at least 200). Unset (``None``) settings are
-    resolved from the dtype of ``A`` when the model is called
+    **Solver**: ``solver="picard"`` (``optx.FixedPointIteration`` on the whole batch,
+    the default) or ``"newton"`` (``optx.Newton`` per input on the root problem
+    ``z − relu(γAz + φ) = 0``), from ``z = 0``, until successive iterates differ by less
+    than ``atol + rtol |z|`` entrywise, at most ``max_steps`` iterations. Unset
+    (``None``) settings are resolved from the dtype of ``A`` when the model is called
     (:meth:`solver_settings`), so casting a model to float32 keeps it usable.
 
     **Well-posedness**: :meth:`well_posed` is ``γ σ̂ < 1 − margin`` with ``σ̂`` the
-    power-iteration estimate of ``‖A‖₂`` (``power_iters`` iterations). ``σ̂`` is a lower
+    power-iteration estimate of ``‖A‖₂`` (`power_iters` iterations). ``σ̂`` is a lower
     bound of ``‖A‖₂``; its relative underestimate is ≲ 1 % at the default 100
-    iterations for Gaussian ``A`` with ``m ≤ 512``, so keep ``margin`` (default ``0.02``)
+    iterations for Gaussian ``A`` with ``m ≤ 512``, so keep `margin` (default ``0.02``)
     above that. For a rigorous certificate see
     :func:`gflow_jax.certificates.wellposed.well_posedness`. Construction warns
     (``UserWarning``) if ``γ‖A(0)‖₂ ≥ 1 − margin`` (exact SVD norm).
@@ -343,6 +333,7 @@ class ImplicitReLU(eqx.Module):
     margin: float = eqx.field(static=True)
     power_iters: int = eqx.field(static=True)
     frozen: tuple[str, ...] = eqx.field(static=True)
+    is_smooth: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -355,7 +346,7 @@ class ImplicitReLU(eqx.Module):
         input_map: InputMap = "linear",
         init: str | Mapping[str, float] = "normal",
         use_bias: bool = False,
-        trainable: tuple[str, ...] | None = None,
+        frozen: tuple[str, ...] = (),
         solver: Solver = "picard",
         rtol: float | None = None,
         atol: float | None = None,
@@ -364,56 +355,69 @@ class ImplicitReLU(eqx.Module):
         power_iters: int = 100,
         dtype=None,
     ):
+        """**Arguments:**
+
+        - `d_in`, `width`, `d_out`: sizes ``d_in``, ``m``, ``d_out`` (positive ints).
+        - `gamma`: the fixed scale ``γ > 0`` of the implicit layer (a concrete number).
+        - `key`: a JAX PRNG key, e.g. ``jax.random.key(0)``.
+        - `input_map`: ``"linear"`` (``φ = Wx``) or ``"relu"`` (``φ = relu(Wx)``).
+        - `init`: entries i.i.d. Gaussian:
+            - ``"normal"`` (default, as in the paper): ``A ~ N(0, 1/m)`` (so
+              ``‖A(0)‖₂ ≈ 2`` and the map is a contraction for ``γ ≲ 1/2``),
+              ``W ~ N(0, 1/d_in)``, ``u ~ N(0, 1/m)``, ``c = 0``;
+            - ``"spectral"``: as ``"normal"`` but ``A`` rescaled to ``‖A(0)‖₂ = 1``
+              exactly, so ``γ`` *is* the initial contraction factor ``γ‖A(0)‖₂``;
+            - a mapping of standard deviations, e.g. ``{"A": 0.5/sqrt(m), "u": 1.0}``;
+              fields not named use the ``"normal"`` scale.
+        - `use_bias`: include the output bias ``c``.
+        - `frozen`: names among ``("A", "W", "u")`` (and ``"c"`` with a bias) of fields a
+          flow keeps fixed, e.g. ``frozen=("A", "W")`` trains the output layer only.
+        - `solver`: ``"picard"`` or ``"newton"``.
+        - `rtol`, `atol`: solver tolerances in ``(0, 1)``; default (``None``) from the
+          dtype (``defaults(dtype).fixed_point_tol`` / ``fixed_point_atol``:
+          ``1e-10`` / ``1e-10`` in float64, ``1e-5`` / ``1e-6`` in float32).
+        - `max_steps`: iteration limit; default: enough for Picard at the worst admissible
+          contraction ``1 − margin``, ``⌈log(rtol/10)/log(1 − margin)⌉``, at least 200.
+        - `margin`: in ``[0, 1)``; :meth:`well_posed` needs ``γ‖A‖₂ < 1 − margin``.
+        - `power_iters`: power iterations of the ``‖A‖₂`` estimate.
+        - `dtype`: a floating dtype (default JAX's default float: float64 under x64).
+        """
         d_in = positive_int("d_in", d_in)
         width = positive_int("width", width)
         d_out = positive_int("d_out", d_out)
-        gamma = _check_gamma(gamma)
-        if input_map not in ("linear", "relu"):
-            raise ValueError(f"input_map must be 'linear' or 'relu', got {input_map!r}.")
-        if solver not in ("picard", "newton"):
-            raise ValueError(f"solver must be 'picard' or 'newton', got {solver!r}.")
-        if isinstance(margin, bool) or not isinstance(margin, Real) or not 0 <= margin < 1:
-            raise ValueError(f"margin must be a number in [0, 1), got {margin!r}.")
+        gamma = positive_float(
+            "gamma",
+            real_float("gamma", gamma, finite=False),
+            hint="The implicit layer is relu(gamma A z + phi); well-posedness needs "
+            "gamma ||A||_2 < 1.",
+        )
+        key = check_key("key", key)
+        input_map = one_of("input_map", input_map, _INPUT_MAPS)
+        solver = one_of("solver", solver, _SOLVERS)
+        margin = unit_interval_float("margin", margin, include_zero=True)
         power_iters = positive_int("power_iters", power_iters)
-        dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
-        rtol = _check_tol("rtol", rtol, None)
-        atol = _check_tol("atol", atol, None)
+        dtype = check_float_dtype("dtype", dtype)
+        rtol = None if rtol is None else unit_interval_float("rtol", rtol)
+        atol = None if atol is None else unit_interval_float("atol", atol)
         if max_steps is not None:
             max_steps = positive_int("max_steps", max_steps)
-
         present = _PARAMETERS if use_bias else _PARAMETERS[:3]
-        if trainable is None:
-            trainable = present
-        if isinstance(trainable, str):
-            trainable = (trainable,)
-        trainable = tuple(trainable)
-        unknown = [n for n in trainable if n not in present]
-        if unknown:
-            raise ValueError(
-                f"trainable names unknown fields {unknown}; choose from {present}"
-                + ("" if use_bias else " (pass use_bias=True for an output bias 'c')")
-                + "."
-            )
+        frozen = field_names(
+            "frozen",
+            frozen,
+            present,
+            hint="" if use_bias else "(pass use_bias=True for an output bias 'c')",
+        )
 
         std = {"A": 1 / math.sqrt(width), "W": 1 / math.sqrt(d_in), "u": 1 / math.sqrt(width)}
         std["c"] = 0.0
         spectral = False
         if isinstance(init, Mapping):
-            bad = [k for k in init if k not in _PARAMETERS]
-            if bad:
-                raise ValueError(f"init mapping has unknown keys {bad}; use {_PARAMETERS}.")
+            field_names("init mapping", tuple(init), _PARAMETERS)
             for k, v in init.items():
-                if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
-                    raise ValueError(f"init[{k!r}] must be a finite std >= 0, got {v!r}.")
-                std[k] = float(v)
-        elif init == "spectral":
-            spectral = True
-        elif init != "normal":
-            raise ValueError(
-                f"init must be 'normal', 'spectral' or a mapping of stds, got {init!r}."
-            )
+                std[k] = nonneg_float(f"init[{k!r}] (a standard deviation)", v)
+        else:
+            spectral = one_of("init", init, ("normal", "spectral")) == "spectral"
         A, self.W, self.u, c = _init_arrays(
             key, d_in, width, d_out, dtype.name, tuple(std[k] for k in _PARAMETERS), spectral
         )
@@ -423,9 +427,9 @@ class ImplicitReLU(eqx.Module):
         self.input_map = input_map
         self.solver = solver
         self.rtol, self.atol, self.max_steps = rtol, atol, max_steps
-        self.margin = float(margin)
+        self.margin = margin
         self.power_iters = power_iters
-        self.frozen = tuple(n for n in present if n not in trainable)
+        self.frozen = frozen
 
         if is_concrete(A):
             norm = float(np.linalg.norm(np.asarray(A, np.float64), 2))
@@ -447,14 +451,17 @@ class ImplicitReLU(eqx.Module):
     # -- sizes -----------------------------------------------------------------------
     @property
     def d_in(self) -> int:
+        """Input dimension."""
         return self.W.shape[-1]
 
     @property
     def width(self) -> int:
+        """Width ``m`` of the implicit layer."""
         return self.A.shape[-1]
 
     @property
     def d_out(self) -> int:
+        """Output dimension."""
         return self.u.shape[-2]
 
     @property
@@ -465,11 +472,17 @@ class ImplicitReLU(eqx.Module):
 
     # -- the equilibrium -------------------------------------------------------------
     def solver_settings(self) -> tuple[float, float, int]:
-        """``(rtol, atol, max_steps)`` in use: unset values are resolved from the dtype of
-        ``A`` at call time (so a model cast to another dtype gets matching tolerances)."""
-        rtol0, atol0 = _DEFAULT_TOL.get(jnp.dtype(self.A.dtype).name, _DEFAULT_TOL["float32"])
-        rtol = rtol0 if self.rtol is None else self.rtol
-        atol = atol0 if self.atol is None else self.atol
+        """The solver settings in use.
+
+        **Returns:**
+
+        ``(rtol, atol, max_steps)``: unset values are resolved from the dtype of ``A``
+        at call time (:func:`gflow_jax._defaults.defaults`), so a model cast to another
+        dtype gets matching tolerances.
+        """
+        table = defaults(self.A.dtype)
+        rtol = table.fixed_point_tol if self.rtol is None else self.rtol
+        atol = table.fixed_point_atol if self.atol is None else self.atol
         max_steps = self.max_steps
         if max_steps is None:
             if self.margin > 0:
@@ -491,7 +504,7 @@ class ImplicitReLU(eqx.Module):
         return x
 
     def injection(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n width"]:
-        """``φ(x_i) = W x_i`` or ``relu(W x_i)``, row by row."""
+        """``φ(x_i) = W x_i`` or ``relu(W x_i)``, row by row, for ``x: (n, d_in)``."""
         pre = self._check_x(x) @ self.W.T
         return relu(pre) if self.input_map == "relu" else pre
 
@@ -501,26 +514,68 @@ class ImplicitReLU(eqx.Module):
         return z, phi, steps, ok
 
     def equilibrium(self, x: Float[ArrayLike, "n d_in"]) -> Equilibrium:
-        """Solve the equilibrium for a batch ``x: (n, d_in)``; see :class:`Equilibrium`.
+        """Solve the equilibrium for a batch.
 
-        ``z`` is differentiable (implicit function theorem)."""
+        **Arguments:**
+
+        - `x`: inputs ``(n, d_in)``.
+
+        **Returns:**
+
+        An :class:`Equilibrium`; its ``z`` is differentiable (implicit function theorem).
+        """
         z, phi, steps, ok = self._solve(x)
         residual = jnp.linalg.norm(z - _picard_map(z, (self.gamma * self.A, phi)), axis=-1)
         return Equilibrium(z=z, residual=residual, num_steps=steps, success=ok)
 
     def __call__(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n d_out"]:
-        """``N(x) = u z*(x) (+ c)`` for ``x: (n, d_in)``; NaN if the solve failed."""
+        """``N(x) = u z*(x) (+ c)``.
+
+        **Arguments:**
+
+        - `x`: a batch ``(n, d_in)``.
+
+        **Returns:**
+
+        The outputs ``(n, d_out)``; NaN if the equilibrium solve failed.
+        """
         z, _, _, ok = self._solve(x)
         z = jnp.where(ok, z, jnp.full_like(z, jnp.nan))
         out = z @ self.u.T
         return out if self.c is None else out + self.c
 
+    def switching_functions(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n s"]:
+        """Pre-activations of the equilibrium, ``γ A z*(x_i) + φ(x_i)``.
+
+        With ``input_map="relu"`` the input pre-activations ``W x_i`` are kinks too and
+        are appended.
+
+        **Arguments:**
+
+        - `x`: inputs ``(n, d_in)``.
+
+        **Returns:**
+
+        ``(n, m)`` (``"linear"``) or ``(n, 2m)`` (``"relu"``: ``[γAz* + φ, Wx]``); NaN if
+        the equilibrium solve failed. ``z*`` and ``N`` are smooth in θ where no entry is
+        zero (and ``γ‖A‖₂ < 1``).
+        """
+        z, phi, _, ok = self._solve(x)
+        z = jnp.where(ok, z, jnp.full_like(z, jnp.nan))
+        pre = z @ (self.gamma * self.A).T + phi
+        if self.input_map == "relu":
+            pre = jnp.concatenate([pre, self._check_x(x) @ self.W.T], axis=-1)
+        return pre
+
     # -- well-posedness --------------------------------------------------------------
     def contraction(self) -> Float[Array, ""]:
-        """``γ σ̂``: power-iteration estimate (a lower bound) of ``γ‖A‖₂``."""
-        return self.gamma * power_iteration(self.A, iters=self.power_iters)[0]
+        """``γ σ̂``: the power-iteration estimate (a lower bound) of ``γ‖A‖₂``."""
+        return self.gamma * spectral_norm(self.A, iters=self.power_iters)[0]
 
     def well_posed(self) -> Bool[Array, ""]:
-        """``γ‖A‖₂ < 1 − margin`` (power-iteration estimate): the equilibrium map is a
-        contraction with room to spare. Checked by the flow at every accepted step."""
+        """``γ‖A‖₂ < 1 − margin`` (power-iteration estimate).
+
+        The equilibrium map is then a contraction with room to spare; the flow checks
+        it at every accepted step.
+        """
         return self.contraction() < 1 - self.margin

@@ -1,56 +1,63 @@
-"""One-hidden-layer ReLU network ``N_θ(x) = c + V relu(W x + b)`` (MATH.md §1.1)."""
+"""One-hidden-layer ReLU network ``N_θ(x) = c + V relu(W x + b)``.
+
+The architecture of Jentzen & Riekert (arXiv:2107.04479), whose gradient flows with the
+generalised gradient (``relu'(0) = 0``) this library integrates.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal, final
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
+from .._checks import (
+    check_float_dtype,
+    check_key,
+    field_names,
+    one_of,
+    positive_float,
+    positive_int,
+)
 from .activations import relu
+from .base import AbstractModel
 
 Init = Literal["normal", "he", "lecun"]
+_INITS = ("normal", "he", "lecun")
+_PARAMETERS = ("w", "b", "v", "c")
+_SIZE_HINT = "Use a positive size."
 
 
-def _check_size(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}. Use a positive size.")
-    return int(value)
+@final
+class ShallowReLU(AbstractModel):
+    """One-hidden-layer ReLU network (final class).
 
+    ``N_θ(x) = c + Σ_j v_j relu(w_j · x + b_j)`` with ``relu'(0) = 0``, so ``jax.grad``
+    of a risk is the generalised gradient of Jentzen & Riekert (arXiv:2107.04479).
+    Fields (``H`` = width, ``d`` = `d_in`, ``δ`` = `d_out`):
 
-class ShallowReLU(eqx.Module):
-    """One-hidden-layer ReLU network of MATH.md §1.1.
+    - `w`: ``(H, d)`` input weights, one row per neuron;
+    - `b`: ``(H,)`` hidden biases;
+    - `v`: ``(δ, H)`` output weights;
+    - `c`: ``(δ,)`` output bias;
+    - `frozen` (static): the fields held fixed by a flow (default ``()``).
 
-    ``N_θ(x) = c + Σ_j v_j relu(w_j · x + b_j)`` with ``relu'(0) = 0`` (the generalised
-    gradient of Jentzen–Riekert). Fields (``H`` = width, ``d`` = ``d_in``,
-    ``δ`` = ``d_out``):
+    The parameter count is ``dim = dH + H + δH + δ``; :meth:`to_flat` orders θ as in the
+    paper (``w`` neuron by neuron, then ``b``, ``v``, ``c``).
 
-    - ``w``: ``(H, d)`` input weights, one row per neuron;
-    - ``b``: ``(H,)`` hidden biases;
-    - ``v``: ``(δ, H)`` output weights;
-    - ``c``: ``(δ,)`` output bias.
-
-    Parameter count ``dim = dH + H + δH + δ``.
-
-    **Initialisation** (``init=``):
-
-    - ``"normal"`` (default, the papers'): every entry i.i.d. ``N(0, scale²)``;
-    - ``"he"``: ``w ~ N(0, 2/d)``, ``v ~ N(0, 2/H)``, ``b = c = 0`` scaled by ``scale``;
-    - ``"lecun"``: ``w ~ N(0, 1/d)``, ``v ~ N(0, 1/H)``, ``b = c = 0``, scaled by ``scale``.
-
-    ``dtype`` defaults to JAX's default float (float64 when x64 is enabled).
+    The risk is smooth in θ except where a switching function ``w_j · x_i + b_j``
+    (:meth:`switching_functions`) vanishes at a data point.
     """
 
     w: Float[Array, "width d_in"]
     b: Float[Array, " width"]
     v: Float[Array, "d_out width"]
     c: Float[Array, " d_out"]
+    frozen: tuple[str, ...] = eqx.field(static=True)
+    is_smooth: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -61,14 +68,32 @@ class ShallowReLU(eqx.Module):
         key: PRNGKeyArray,
         init: Init = "normal",
         scale: float = 1.0,
+        frozen: tuple[str, ...] = (),
         dtype=None,
     ):
-        d_in = _check_size("d_in", d_in)
-        width = _check_size("width", width)
-        d_out = _check_size("d_out", d_out)
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a finite positive number, got {scale!r}.")
-        dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
+        """**Arguments:**
+
+        - `d_in`, `width`, `d_out`: input dimension ``d``, number of neurons ``H`` and
+          output dimension ``δ`` (positive ints).
+        - `key`: a JAX PRNG key, e.g. ``jax.random.key(0)``.
+        - `init`: the initialisation, all entries independent:
+            - ``"normal"`` (default, the papers'): every entry ``N(0, scale²)``;
+            - ``"he"``: ``w ~ N(0, 2 scale²/d)``, ``v ~ N(0, 2 scale²/H)``, ``b = c = 0``;
+            - ``"lecun"``: ``w ~ N(0, scale²/d)``, ``v ~ N(0, scale²/H)``, ``b = c = 0``.
+        - `scale`: a finite positive multiplier of the standard deviations.
+        - `frozen`: names among ``("w", "b", "v", "c")`` of fields a flow keeps fixed,
+          e.g. ``frozen=("v", "c")`` trains the hidden layer only (the random-features
+          regime is ``frozen=("w", "b")``). They stay out of ``partition(model)[0]``.
+        - `dtype`: a floating dtype (default JAX's default float: float64 under x64).
+        """
+        d_in = positive_int("d_in", d_in, hint=_SIZE_HINT)
+        width = positive_int("width", width, hint=_SIZE_HINT)
+        d_out = positive_int("d_out", d_out, hint=_SIZE_HINT)
+        key = check_key("key", key)
+        init = one_of("init", init, _INITS)
+        scale = positive_float("scale", scale)
+        dtype = check_float_dtype("dtype", dtype)
+        self.frozen = field_names("frozen", frozen, _PARAMETERS)
         kw, kb, kv, kc = jax.random.split(key, 4)
         normal = lambda k, shape: jax.random.normal(k, shape, dtype)
         if init == "normal":
@@ -76,66 +101,126 @@ class ShallowReLU(eqx.Module):
             self.b = scale * normal(kb, (width,))
             self.v = scale * normal(kv, (d_out, width))
             self.c = scale * normal(kc, (d_out,))
-        elif init in ("he", "lecun"):
+        else:
             gain = 2.0 if init == "he" else 1.0
             self.w = scale * math.sqrt(gain / d_in) * normal(kw, (width, d_in))
             self.b = jnp.zeros((width,), dtype)
             self.v = scale * math.sqrt(gain / width) * normal(kv, (d_out, width))
             self.c = jnp.zeros((d_out,), dtype)
-        else:
-            raise ValueError(f"init must be 'normal', 'he' or 'lecun', got {init!r}.")
 
     # -- sizes -----------------------------------------------------------------------
     @property
     def d_in(self) -> int:
+        """Input dimension ``d``."""
         return self.w.shape[-1]
 
     @property
     def width(self) -> int:
+        """Number of hidden neurons ``H``."""
         return self.w.shape[-2]
 
     @property
     def d_out(self) -> int:
+        """Output dimension ``δ``."""
         return self.v.shape[-2]
 
     @property
     def num_params(self) -> int:
+        """``dH + H + δH + δ`` (trainable or frozen)."""
         return self.d_in * self.width + self.width + self.d_out * self.width + self.d_out
 
     # -- realisation -----------------------------------------------------------------
-    def hidden(self, x: Float[Array, "n d_in"]) -> Float[Array, "n width"]:
-        """Pre-activations ``w_j · x_i + b_j`` for a batch of inputs."""
-        return x @ self.w.T + self.b
-
-    def __call__(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n d_out"]:
-        """``N_θ(x)`` for a batch ``x`` of shape ``(n, d_in)``; returns ``(n, d_out)``."""
+    def _check_x(self, x) -> Array:
         x = jnp.asarray(x)
         if x.ndim != 2 or x.shape[-1] != self.d_in:
             raise ValueError(
                 f"ShallowReLU expects inputs of shape (n, {self.d_in}), got {x.shape}. "
                 "Reshape a 1-d batch with x[:, None]."
             )
-        return relu(self.hidden(x)) @ self.v.T + self.c
+        return x
 
-    # -- flat parameter vector (MATH.md §1.1 ordering) -------------------------------
+    def switching_functions(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n width"]:
+        """The pre-activations ``s_ij = w_j · x_i + b_j``.
+
+        **Arguments:**
+
+        - `x`: inputs ``(n, d_in)``.
+
+        **Returns:**
+
+        An ``(n, width)`` array in output-of-a-neuron units. ``N_θ(x_i)`` is smooth in θ
+        where no ``s_ij`` is zero; neuron ``j`` is active at ``x_i`` iff ``s_ij > 0``.
+        """
+        return self._check_x(x) @ self.w.T + self.b
+
+    def switching_scales(self) -> Float[Array, " width"]:
+        """``‖(w_j, b_j)‖ = sqrt(‖w_j‖² + b_j²)``, the norm of each neuron's coefficients.
+
+        ``s_ij / ‖(w_j, b_j)‖`` is invariant to the symmetry ``(w_j, b_j, v_j) ↦ (a w_j,
+        a b_j, v_j / a)``, ``a > 0``, of the network (``relu`` is positively homogeneous).
+
+        **Returns:**
+
+        A ``(width,)`` array (``0`` for a degenerate neuron ``w_j = 0, b_j = 0``).
+        """
+        return jnp.sqrt(jnp.sum(self.w**2, axis=-1) + self.b**2)
+
+    def __call__(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n d_out"]:
+        """``N_θ(x)``.
+
+        **Arguments:**
+
+        - `x`: a batch ``(n, d_in)``.
+
+        **Returns:**
+
+        The outputs ``(n, d_out)``.
+        """
+        return relu(self.switching_functions(x)) @ self.v.T + self.c
+
+    def well_posed(self) -> Bool[Array, ""]:
+        """Always ``True``: an explicit network is defined for every θ."""
+        return jnp.asarray(True)
+
+    # -- flat parameter vector ---------------------------------------------------------
     def to_flat(self) -> Float[Array, " dim"]:
         """θ in the papers' ordering: ``w`` neuron by neuron, then ``b``, ``v``, ``c``.
 
         For ``d_out > 1`` the output weights are flattened row-major (output unit by
-        output unit), as in MATH.md §1.1 for ``δ > 1``.
+        output unit). Frozen fields are included (this is the full parameter vector).
+
+        **Returns:**
+
+        A ``(dim,)`` vector, ``dim = num_params``.
         """
         return jnp.concatenate([self.w.reshape(-1), self.b, self.v.reshape(-1), self.c])
 
     @classmethod
     def from_flat(
-        cls, theta: Float[ArrayLike, " dim"], d_in: int, width: int, d_out: int = 1
+        cls,
+        theta: Float[ArrayLike, " dim"],
+        d_in: int,
+        width: int,
+        d_out: int = 1,
+        *,
+        frozen: tuple[str, ...] = (),
     ) -> ShallowReLU:
-        """Inverse of :meth:`to_flat`."""
-        d_in, width, d_out = (
-            _check_size("d_in", d_in),
-            _check_size("width", width),
-            _check_size("d_out", d_out),
-        )
+        """Inverse of :meth:`to_flat`.
+
+        **Arguments:**
+
+        - `theta`: a ``(d_in·width + width + d_out·width + d_out,)`` vector (an integer
+          vector is cast to the default float); traceable.
+        - `d_in`, `width`, `d_out`: the sizes.
+        - `frozen`: as in the constructor.
+
+        **Returns:**
+
+        A :class:`ShallowReLU` in the dtype of `theta`.
+        """
+        d_in = positive_int("d_in", d_in, hint=_SIZE_HINT)
+        width = positive_int("width", width, hint=_SIZE_HINT)
+        d_out = positive_int("d_out", d_out, hint=_SIZE_HINT)
         theta = jnp.asarray(theta)
         dim = d_in * width + width + d_out * width + d_out
         if theta.shape != (dim,):
@@ -156,6 +241,6 @@ class ShallowReLU(eqx.Module):
             parts.append(theta[i : i + size].reshape(shape))
             i += size
         template = eqx.filter_eval_shape(
-            cls, d_in, width, d_out, key=jax.random.key(0), dtype=theta.dtype
+            cls, d_in, width, d_out, key=jax.random.key(0), dtype=theta.dtype, frozen=frozen
         )
         return eqx.tree_at(lambda m: (m.w, m.b, m.v, m.c), template, tuple(parts))

@@ -1,9 +1,9 @@
-from .base import AbstractRisk
+from .base import AbstractPiecewiseSmoothRisk, AbstractRisk
 from .empirical import EmpiricalRisk
-from .exact1d import ExactUniform1DRisk, exact_uniform_1d_risk
 from .measures import AbstractMeasure, Gaussian, QuadratureError, Uniform
 from .population import PopulationRisk
 from .targets import (
+    AbstractPiecewiseLinearTarget,
     AbstractTarget,
     Affine,
     Constant,

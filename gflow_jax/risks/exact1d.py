@@ -1,16 +1,17 @@
-"""Exact population risk of a 1-d ``ShallowReLU`` under ``U[a, b]`` (MATH.md §4).
+"""Exact population risk of a 1-d ``ShallowReLU`` under ``U[a, b]``.
 
 For ``N_θ(x) = c + Σ_i v_i relu(w_i x + b_i)`` and a continuous piecewise-linear target
 ``f`` with knots ``a = s_0 < … < s_M = b``, the risk
 
     L(θ) = (1/(b − a)) ∫_a^b (N_θ(x) − f(x))² dx
 
-is a piecewise polynomial in θ. Between consecutive breakpoints (the kinks ``−b_i/w_i``
-inside ``(a, b)`` and the target knots) both ``N_θ`` and ``f`` are affine, so every
-integral is a closed form. The generalised gradient ``G`` of MATH.md §1.3 (backpropagation
-with ``relu'(0) = 0``) is a closed form too, and is what ``jax.grad`` of this risk returns
-(through a ``jax.custom_jvp``), so the gradient flow integrates exactly the vector field of
-the theory, with no quadrature error.
+(the setting of Jentzen & Riekert, arXiv:2107.04479, with the input law ``U[a, b]``) is a
+piecewise polynomial in θ. Between consecutive breakpoints (the kinks ``−b_i/w_i`` inside
+``(a, b)`` and the target knots) both ``N_θ`` and ``f`` are affine, so every integral is a
+closed form. The generalised gradient ``G`` (backpropagation with ``relu'(0) = 0``) is a
+closed form too, and is what ``jax.grad`` of this risk returns (through a
+``jax.custom_jvp``), so the gradient flow integrates exactly the vector field of the
+theory, with no quadrature error.
 
 Implementation with fixed shapes (jittable, vmappable): the ``H`` kinks are clipped to
 ``[a, b]`` (a neuron with ``w_i = 0`` gets the dummy kink ``a``), sorted together with the
@@ -25,12 +26,24 @@ empty ones included (they contribute exactly 0). On each cell ``[p, q]`` with mi
 
 Centring on the midpoint keeps every term non-negative or well conditioned (no
 ``q³ − p³`` cancellation), so float32 works too.
+
+**Where the risk is not C².** Integrating over ``x`` smooths the kinks of the network:
+``L`` is C¹ wherever no neuron is degenerate, and its Hessian is continuous while a kink
+moves inside ``(a, b)`` (across target knots and other kinks too). It jumps when a kink
+``−b_j/w_j`` enters or leaves the interval, i.e. on ``w_j a + b_j = 0`` or
+``w_j b + b_j = 0``: differentiating ``∫_a^b relu(w_j x + b_j) g(x) dx`` twice in ``b_j``
+gives a boundary term ``g(−b_j/w_j)/|w_j|`` that is present only while the kink is inside.
+A neuron with ``w_j = 0`` and ``b_j ≠ 0`` is *not* a singular point: for small ``|w_j|``
+its kink lies far outside ``[a, b]``, the neuron is affine (or zero) on the whole
+interval, and ``L`` is a polynomial nearby. Hence the kink margin of this risk is
+``min_j min(|w_j a + b_j|, |w_j b + b_j|) / sqrt(w_j² + b_j²)`` (``0`` for a degenerate
+neuron ``w_j = b_j = 0``).
 """
 
 from __future__ import annotations
 
 import math
-from numbers import Real
+from typing import final
 
 import equinox as eqx
 import jax
@@ -38,13 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._checks import real_float
 from ..models.shallow import ShallowReLU
-from .base import AbstractRisk
+from .base import AbstractPiecewiseSmoothRisk
 from .measures import QuadratureError
-from .targets import AbstractTarget
+from .targets import AbstractPiecewiseLinearTarget, AbstractTarget
 
 # ----------------------------------------------------------------------------------
-# The closed form (MATH.md §4)
+# The closed form
 # ----------------------------------------------------------------------------------
 
 
@@ -93,7 +107,7 @@ def _risk_and_g(w, b, v, c, knots_x, knots_y):
 
 
 @jax.custom_jvp
-def exact_uniform_1d_risk(
+def _exact_uniform_1d_risk(
     w: Float[Array, " H"],
     b: Float[Array, " H"],
     v: Float[Array, " H"],
@@ -105,13 +119,13 @@ def exact_uniform_1d_risk(
 
     ``f`` is the continuous piecewise-linear function through ``(knots_x, knots_y)``,
     ``knots_x`` strictly increasing from ``a`` to ``b``. Differentiating with respect to
-    ``(w, b, v, c)`` gives the generalised gradient ``G`` of MATH.md §1.3 / §4 (custom
-    JVP; ``relu'(0) = 0``). The knots are treated as constants (zero derivative).
+    ``(w, b, v, c)`` gives the generalised gradient ``G`` (custom JVP; ``relu'(0) = 0``).
+    The knots are treated as constants (zero derivative).
     """
     return _risk_and_g(w, b, v, c, knots_x, knots_y)[0]
 
 
-@exact_uniform_1d_risk.defjvp
+@_exact_uniform_1d_risk.defjvp
 def _exact_jvp(primals, tangents):
     w, b, v, c, knots_x, knots_y = primals
     dw, db, dv, dc, _, _ = tangents  # knot tangents are ignored (documented)
@@ -126,13 +140,14 @@ def _exact_jvp(primals, tangents):
 
 
 def _target_knots(target, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(target, AbstractTarget) or not hasattr(target, "knots"):
+    if not isinstance(target, AbstractPiecewiseLinearTarget):
         name = type(target).__name__
         raise ValueError(
             f"the exact 1-d population risk needs a piecewise-linear target (Affine, "
-            f"Constant or PiecewiseLinear), got {name}. For any other target use a "
-            f"quadrature risk, e.g. PopulationRisk(target, Uniform({a}, {b}, 1), "
-            f"nodes=4096), and check it with risk.quadrature_error(model)."
+            f"Constant, PiecewiseLinear or another AbstractPiecewiseLinearTarget), got {name}. "
+            f"For any other target use a quadrature risk, e.g. PopulationRisk(target, "
+            f"Uniform({a}, {b}, 1), nodes=4096), and check it with "
+            f"risk.quadrature_error(model)."
         )
     try:
         s, fs = target.knots(a, b)
@@ -150,20 +165,6 @@ def _target_knots(target, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(fs)):
         raise ValueError("the target is not finite at its knots.")
     return s, fs
-
-
-def _real(name: str, value) -> float:
-    """A concrete real scalar (Python, NumPy or a concrete 0-d JAX array) as a float."""
-    ok = not isinstance(value, bool) and (
-        isinstance(value, (Real, np.floating, np.integer))
-        or (isinstance(value, (np.ndarray, jax.Array)) and value.shape == ())
-    )
-    if not ok or isinstance(value, jax.core.Tracer):
-        raise TypeError(
-            f"{name} must be a concrete real number (the interval is fixed at construction), "
-            f"got {value!r}."
-        )
-    return float(value)
 
 
 def _unpack(model) -> tuple[Array, Array, Array, Array]:
@@ -189,28 +190,12 @@ def _unpack(model) -> tuple[Array, Array, Array, Array]:
     return w[:, 0].astype(dtype), b.astype(dtype), v[0].astype(dtype), c[0].astype(dtype)
 
 
-class ExactUniform1DRisk(AbstractRisk):
-    """``L(θ) = (1/(b−a)) ∫_a^b (N_θ(x) − f(x))² dx`` in closed form (MATH.md §4).
+@final
+class _ExactUniform1DRisk(AbstractPiecewiseSmoothRisk):
+    """``L(θ) = (1/(b−a)) ∫_a^b (N_θ(x) − f(x))² dx`` in closed form.
 
-    Build it with :meth:`gflow_jax.PopulationRisk.uniform_1d` (the one documented entry
-    point; this class is exported for ``isinstance`` checks and type hints).
-
-    - model: :class:`gflow_jax.ShallowReLU` with ``d_in = d_out = 1``, any width, any
-      floating dtype (the risk follows the model's dtype);
-    - target: :class:`gflow_jax.Affine`, :class:`gflow_jax.Constant` or
-      :class:`gflow_jax.PiecewiseLinear` (anything with ``.knots(a, b)``);
-    - input law: ``μ = U[a, b]``.
-
-    ``jax.grad`` of the risk with respect to the model is the generalised gradient ``G``
-    of MATH.md §1.3 exactly (closed form through a ``jax.custom_jvp``): the true gradient
-    wherever no neuron is degenerate (``w_i = b_i = 0``), and at a degenerate neuron the
-    convention ``relu'(0) = 0``, i.e. zero ``w_i``/``b_i`` entries (the left derivative in
-    ``b_i``). Second derivatives (Hessian-vector products) differentiate the closed form
-    of ``G``, cell boundaries included.
-
-    Jittable and vmappable over models (fixed shapes: ``H + M`` cells for width ``H`` and
-    ``M`` target pieces). The target's knots are constants: the risk is not
-    differentiated with respect to the target or the interval.
+    Private: build it with :meth:`gflow_jax.PopulationRisk.uniform_1d`, the one public
+    entry point, which documents it.
     """
 
     knots_x: Float[Array, " K"]
@@ -219,7 +204,7 @@ class ExactUniform1DRisk(AbstractRisk):
     b: float = eqx.field(static=True)
 
     def __init__(self, target: AbstractTarget, a: float, b: float):
-        a, b = _real("a", a), _real("b", b)
+        a, b = real_float("a", a, finite=False), real_float("b", b, finite=False)
         if not (math.isfinite(a) and math.isfinite(b) and a < b):
             raise ValueError(f"need a finite interval a < b, got a={a}, b={b}.")
         s, fs = _target_knots(target, a, b)
@@ -234,13 +219,44 @@ class ExactUniform1DRisk(AbstractRisk):
         return w, b, v, c, kx, ky
 
     def __call__(self, model: ShallowReLU) -> Float[Array, ""]:
-        return exact_uniform_1d_risk(*self._args(model))
+        return _exact_uniform_1d_risk(*self._args(model))
+
+    def kink_margin(self, model: ShallowReLU) -> Float[Array, ""]:
+        """``min_j min(|w_j a + b_j|, |w_j b + b_j|) / sqrt(w_j² + b_j²)``.
+
+        Zero exactly where the Hessian of the risk may jump: a kink ``−b_j/w_j`` on an
+        end point of ``[a, b]``, or a degenerate neuron ``w_j = b_j = 0`` (see the
+        module docstring; ``w_j = 0`` alone is a smooth point). Invariant to
+        ``(w_j, b_j, v_j) ↦ (α w_j, α b_j, v_j/α)``, ``α > 0``. Geometrically it is the
+        Euclidean distance of the point ``(a, 1)`` or ``(b, 1)`` of ``R²`` to the line
+        ``{(x, t): w_j x + b_j t = 0}``, so at most ``sqrt(max(a², b²) + 1)``.
+
+        **Arguments:**
+
+        - `model`: a 1-d :class:`gflow_jax.ShallowReLU`.
+
+        **Returns:**
+
+        A non-negative scalar in the model's dtype.
+        """
+        w, b, _, _, _, _ = self._args(model)
+        norm = jnp.sqrt(w**2 + b**2)
+        ends = jnp.minimum(jnp.abs(w * self.a + b), jnp.abs(w * self.b + b))
+        ratio = jnp.where(norm > 0, ends / jnp.where(norm > 0, norm, 1.0), 0.0)
+        return jnp.min(ratio)
 
     def generalised_gradient(self, model: ShallowReLU) -> ShallowReLU:
-        """``G(θ)`` of MATH.md §4 step 5 as a ``ShallowReLU``-shaped pytree.
+        """``G(θ)`` as a ``ShallowReLU``-shaped pytree.
 
-        Fields ``w (H, 1)``, ``b (H,)``, ``v (1, H)``, ``c (1,)`` hold ``G_w, G_b, G_v,
-        G_c``; equal to ``jax.grad`` of the risk with respect to the model.
+        **Arguments:**
+
+        - `model`: a 1-d :class:`gflow_jax.ShallowReLU`.
+
+        **Returns:**
+
+        A pytree like `model` whose fields ``w (H, 1)``, ``b (H,)``, ``v (1, H)``,
+        ``c (1,)`` hold ``G_w, G_b, G_v, G_c``; equal to ``jax.grad`` of the risk with
+        respect to the model.
         """
         _, (g_w, g_b, g_v, g_c) = _risk_and_g(*self._args(model))
         return eqx.tree_at(
@@ -261,5 +277,5 @@ class ExactUniform1DRisk(AbstractRisk):
 
     @property
     def breakpoints(self) -> np.ndarray:
-        """The target's knots on ``[a, b]`` (endpoints included)."""
+        """The target's knots on ``[a, b]`` (end points included)."""
         return np.asarray(self.knots_x)

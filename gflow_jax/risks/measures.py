@@ -1,4 +1,4 @@
-"""Input measures ``μ`` that supply quadrature rules (MATH.md §1.2).
+"""Input measures ``μ`` that supply quadrature rules for population risks.
 
 A measure turns ``∫ g dμ`` into a weighted sum ``Σ_k ω_k g(x_k)`` through
 ``nodes_and_weights(n, key) -> (x: (N, d), ω: (N,))`` with ``N ≥ n`` nodes. The rules are
@@ -19,8 +19,8 @@ Rules (``rule=``):
 
 **Accuracy on ReLU integrands.** Gauss rules are spectrally accurate only for smooth
 integrands. For a ReLU network the risk integrand ``(N_θ − f)²`` has kinks (jumps of the
-derivative) on the hyperplanes ``w_j·x + b_j = 0`` and the gradient integrands of
-MATH.md §1.3 have *jumps* there (the indicators ``1_{A_j}``). With mesh width
+derivative) on the hyperplanes ``w_j·x + b_j = 0`` and the integrands of the generalised
+gradient have *jumps* there (the indicators ``1{w_j·x + b_j > 0}``). With mesh width
 ``h ~ m^{-1}`` the error of a tensor rule is then ``O(h²)`` in ``L`` and ``O(h)`` in the
 gradient (not better than the midpoint rule); scrambled Sobol' errors behave like
 ``O(N^{-1/2 - 1/(2d)})`` for the discontinuous gradient integrands (between Monte Carlo
@@ -46,6 +46,8 @@ import numpy as np
 import scipy.special
 import scipy.stats
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from .._checks import one_of, positive_int
 
 Rule = Literal["auto", "gauss", "sobol"]
 _RULES = ("auto", "gauss", "sobol")
@@ -85,10 +87,7 @@ class QuadratureError(NamedTuple):
 
 def check_num_nodes(n) -> int:
     """Validate a requested node count ``1 ≤ n ≤ MAX_NODES``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"the number of quadrature nodes must be an int, got {n!r}.")
-    if n < 1:
-        raise ValueError(f"the number of quadrature nodes must be >= 1, got {n}.")
+    n = positive_int("the number of quadrature nodes", n)
     if n > MAX_NODES:
         raise ValueError(
             f"{n} quadrature nodes exceed the limit {MAX_NODES}; use fewer nodes "
@@ -216,13 +215,11 @@ class AbstractMeasure(eqx.Module):
 
 
 def _check_rule(rule) -> str:
-    if rule not in _RULES:
-        raise ValueError(f"rule must be one of {_RULES}, got {rule!r}.")
-    return rule
+    return one_of("rule", rule, _RULES)
 
 
 class Uniform(AbstractMeasure):
-    """Uniform probability measure on the box ``[low, high]^d`` (MATH.md §1.2).
+    """Uniform probability measure on the box ``[low, high]^d``.
 
     ``low`` and ``high`` are scalars (a cube) or length-``d`` sequences (a box), with
     ``low < high`` componentwise. See the module docstring for the rules.
@@ -235,8 +232,7 @@ class Uniform(AbstractMeasure):
     def __init__(
         self, low: ArrayLike = 0.0, high: ArrayLike = 1.0, d: int = 1, *, rule: Rule = "auto"
     ):
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-            raise ValueError(f"d must be a positive int, got {d!r}.")
+        d = positive_int("d", d)
         lo = np.broadcast_to(np.asarray(low, float), (int(d),))
         hi = np.broadcast_to(np.asarray(high, float), (int(d),))
         if np.ndim(low) > 1 or np.ndim(high) > 1:

@@ -1,11 +1,11 @@
-"""Population risk ``L(θ) = ∫ ‖N_θ(x) − f(x)‖² μ(dx)`` (MATH.md §1.2).
+"""Population risk ``L(θ) = ∫ ‖N_θ(x) − f(x)‖² μ(dx)`` for an input law ``μ``.
 
 Two ways to evaluate it, one constructor each:
 
-- :meth:`PopulationRisk.uniform_1d` — **exact** (closed form, MATH.md §4) for a 1-d
+- :meth:`PopulationRisk.uniform_1d` — **exact** (closed form) for a 1-d
   :class:`gflow_jax.ShallowReLU` (``d_in = d_out = 1``), ``μ = U[a, b]`` and a
-  piecewise-linear target; its ``jax.grad`` is the generalised gradient ``G`` of §1.3.
-  Returns an :class:`~gflow_jax.risks.exact1d.ExactUniform1DRisk`.
+  piecewise-linear target; its ``jax.grad`` is the generalised gradient ``G`` of
+  Jentzen & Riekert (arXiv:2107.04479).
 - ``PopulationRisk(target, measure, nodes=...)`` — **quadrature** for any model, input
   dimension and measure (:class:`~gflow_jax.risks.measures.Uniform`,
   :class:`~gflow_jax.risks.measures.Gaussian` or your own
@@ -16,6 +16,7 @@ Two ways to evaluate it, one constructor each:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import final
 
 import equinox as eqx
 import jax
@@ -24,11 +25,13 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._numerics import tree_norm
 from ..models.base import partition
-from .base import AbstractRisk
-from .exact1d import ExactUniform1DRisk
+from ._kinks import switching_margin
+from .base import AbstractPiecewiseSmoothRisk
+from .exact1d import _ExactUniform1DRisk
 from .measures import AbstractMeasure, QuadratureError, _seed, check_num_nodes
-from .targets import AbstractTarget, as_target
+from .targets import AbstractPiecewiseLinearTarget, AbstractTarget, as_target
 
 
 def _model_dtype(model):
@@ -51,10 +54,6 @@ def _weighted_risk(model, x, y, weights) -> Float[Array, ""]:
     return jnp.sum(weights.astype(dtype) * jnp.sum(r * r, axis=-1))
 
 
-def _tree_norm(tree) -> Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jtu.tree_leaves(tree)))
-
-
 def _check_rule(x, w, d: int, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     x, w = np.asarray(x, float), np.asarray(w, float)
     if x.ndim == 1 and d == 1:
@@ -73,24 +72,15 @@ def _check_rule(x, w, d: int, n: int, what: str) -> tuple[np.ndarray, np.ndarray
     return x, w
 
 
-class PopulationRisk(AbstractRisk):
-    """``L(θ) = ∫ ‖N_θ(x) − f(x)‖² μ(dx)`` by a fixed quadrature rule (MATH.md §1.2).
+@final
+class PopulationRisk(AbstractPiecewiseSmoothRisk):
+    """``L(θ) = ∫ ‖N_θ(x) − f(x)‖² μ(dx)`` by a fixed quadrature rule.
 
     ``L_n(θ) = Σ_k ω_k ‖N_θ(x_k) − f(x_k)‖²`` with nodes ``x_k`` and weights ``ω_k`` from
     ``measure.nodes_and_weights(nodes, key)``, computed once here; the target values
     ``f(x_k)`` too. So ``L_n`` is a deterministic, jittable, vmappable function of θ and
     ``jax.grad`` gives the quadrature of the generalised gradient ``G`` (``relu'(0) =
-    0``). The risk follows the model's dtype.
-
-    **Arguments**
-
-    - ``target``: a :class:`gflow_jax.AbstractTarget` or a callable ``f(x: (n, d)) ->
-      (n,)`` or ``(n, d_out)``;
-    - ``measure``: an :class:`AbstractMeasure` on ``R^d`` with ``d = d_in`` of the model,
-      e.g. ``Uniform(0., 1., d)`` or ``Gaussian(mean, cov)``;
-    - ``nodes``: requested number of nodes ``n`` (the rule may round up: a full tensor
-      grid ``m^d`` or a power of two for Sobol'; see :attr:`num_nodes`);
-    - ``key``: ``None`` (seed 0), an int seed or a ``jax.random`` key for randomised rules.
+    0``). The risk follows the model's dtype; units: squared output units.
 
     **Expected error for ReLU networks** (see :mod:`gflow_jax.risks.measures`): the
     integrands have kinks (risk) and jumps (gradient) on the neurons' hyperplanes, so a
@@ -118,6 +108,17 @@ class PopulationRisk(AbstractRisk):
         *,
         key=None,
     ):
+        """**Arguments:**
+
+        - `target`: a :class:`gflow_jax.AbstractTarget` or a callable ``f(x: (n, d)) ->
+          (n,)`` or ``(n, d_out)``.
+        - `measure`: an :class:`AbstractMeasure` on ``R^d`` with ``d = d_in`` of the model,
+          e.g. ``Uniform(0., 1., d)`` or ``Gaussian(mean, cov)``.
+        - `nodes`: requested number of nodes ``n`` (the rule may round up: a full tensor
+          grid ``m^d`` or a power of two for Sobol'; see :attr:`num_nodes`).
+        - `key`: ``None`` (seed 0), an int seed or a ``jax.random`` key for randomised
+          rules.
+        """
         if not isinstance(measure, AbstractMeasure):
             raise TypeError(
                 f"measure must be an AbstractMeasure (e.g. Uniform(0., 1., d) or "
@@ -148,16 +149,38 @@ class PopulationRisk(AbstractRisk):
         return y.astype(x.dtype)
 
     @classmethod
-    def uniform_1d(cls, target: AbstractTarget, a: float, b: float) -> ExactUniform1DRisk:
-        """The exact risk ``(1/(b−a)) ∫_a^b (N_θ(x) − f(x))² dx`` (MATH.md §4).
+    def uniform_1d(
+        cls, target: AbstractPiecewiseLinearTarget, a: float, b: float
+    ) -> _ExactUniform1DRisk:
+        """The exact risk ``(1/(b−a)) ∫_a^b (N_θ(x) − f(x))² dx`` under ``μ = U[a, b]``.
 
-        For a :class:`gflow_jax.ShallowReLU` with ``d_in = d_out = 1`` and a
-        piecewise-linear ``target`` (``Affine``, ``Constant``, ``PiecewiseLinear``).
-        Closed-form piecewise-polynomial integration: no quadrature error, and ``jax.grad``
-        is the generalised gradient ``G``. See
-        :class:`~gflow_jax.risks.exact1d.ExactUniform1DRisk`.
+        Closed-form piecewise-polynomial integration: no quadrature error, and
+        ``jax.grad`` is exactly the generalised gradient ``G`` (``relu'(0) = 0``): the
+        true gradient wherever no neuron is degenerate (``w_j = b_j = 0``), and at a
+        degenerate neuron zero ``w_j``/``b_j`` entries (the left derivative in ``b_j``).
+        Second derivatives (Hessian-vector products) differentiate the closed form of
+        ``G``. Jittable and vmappable over models (``H + M`` cells for width ``H`` and
+        ``M`` target pieces); the risk follows the model's dtype; the target and the
+        interval are constants (not differentiated).
+
+        **Arguments:**
+
+        - `target`: an :class:`~gflow_jax.risks.targets.AbstractPiecewiseLinearTarget`
+          of one variable (``Affine`` with a scalar slope, a scalar ``Constant``,
+          ``PiecewiseLinear``).
+        - `a`, `b`: the interval, finite concrete numbers with ``a < b``.
+
+        **Returns:**
+
+        An :class:`~gflow_jax.risks.base.AbstractPiecewiseSmoothRisk` ``risk`` with
+        ``risk(model)`` for a :class:`gflow_jax.ShallowReLU` with ``d_in = d_out = 1``,
+        and ``risk.kink_margin(model)`` (zero where the Hessian may jump: a kink on
+        ``a`` or ``b``, see :mod:`gflow_jax.risks.exact1d`),
+        ``risk.generalised_gradient(model)`` (``G`` as a model-shaped pytree),
+        ``risk.quadrature_error(model)`` (zero errors) and ``risk.breakpoints`` (the
+        target's knots on ``[a, b]``).
         """
-        return ExactUniform1DRisk(target, a, b)
+        return _ExactUniform1DRisk(target, a, b)
 
     @property
     def num_nodes(self) -> int:
@@ -165,7 +188,27 @@ class PopulationRisk(AbstractRisk):
         return int(self.x.shape[0])
 
     def __call__(self, model: PyTree) -> Float[Array, ""]:
+        """``L_n(θ)`` at θ = `model` (squared output units)."""
         return _weighted_risk(model, self.x, self.y, self.weights)
+
+    def kink_margin(self, model: PyTree) -> Float[Array, ""]:
+        """How far θ is from the set where ``L_n`` is not smooth.
+
+        As :meth:`gflow_jax.EmpiricalRisk.kink_margin`, with the quadrature nodes as the
+        points: ``min_{k, j} |s_kj(θ)| / scale_j`` (``|w_j · x_k + b_j| /
+        sqrt(‖w_j‖² + b_j²)`` for a :class:`~gflow_jax.ShallowReLU`). It concerns the
+        discretised ``L_n``; the true ``L`` is smoother (its kinks are integrated out).
+
+        **Arguments:**
+
+        - `model`: the model at θ.
+
+        **Returns:**
+
+        ``0`` when a node sits on a kink, ``+inf`` for a smooth model or one that is not
+        an :class:`~gflow_jax.models.base.AbstractModel`.
+        """
+        return switching_margin(model, self.x.astype(_model_dtype(model)), self.weights)
 
     def quadrature_error(self, model: PyTree) -> QuadratureError:
         """Estimate the integration error of ``L_n`` and ``∇L_n`` at ``θ = model``.
@@ -205,6 +248,6 @@ def _compare_rules(model, rule, reference) -> QuadratureError:
     return QuadratureError(
         risk=risk,
         risk_error=jnp.abs(risk - risk2),
-        grad_norm=_tree_norm(grad),
-        grad_error=_tree_norm(diff),
+        grad_norm=tree_norm(grad),
+        grad_error=tree_norm(diff),
     )

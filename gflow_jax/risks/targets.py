@@ -1,20 +1,33 @@
 """Target functions ``f`` and data sampling.
 
 A target maps a batch of inputs ``x`` of shape ``(n, d_in)`` to outputs of shape
-``(n, d_out)``. The piecewise-linear targets (:class:`Affine`, :class:`Constant`,
-:class:`PiecewiseLinear`) also describe themselves by knots on an interval, which the
-exact 1-d population risk (MATH.md §4) needs.
+``(n, d_out)``. Every target subclasses :class:`AbstractTarget`; the continuous
+piecewise-linear ones (:class:`Affine`, :class:`Constant`, :class:`PiecewiseLinear`)
+subclass :class:`AbstractPiecewiseLinearTarget` and describe themselves by their knots on
+an interval, which the exact 1-d population risk (:meth:`gflow_jax.PopulationRisk.uniform_1d`)
+needs. The concrete classes are final.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
+from typing import final
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from .._checks import (
+    check_callable,
+    check_float_dtype,
+    check_key,
+    positive_int,
+    real_array,
+    real_float,
+)
 
 
 def _as_batch(x: ArrayLike) -> Float[Array, "n d"]:
@@ -27,26 +40,57 @@ def _as_batch(x: ArrayLike) -> Float[Array, "n d"]:
 
 
 class AbstractTarget(eqx.Module):
-    """A target function ``f: R^d_in -> R^d_out`` evaluated on a batch."""
+    """A target function ``f: R^d_in → R^d_out`` evaluated on a batch."""
 
+    @abc.abstractmethod
     def __call__(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n d_out"]:
-        raise NotImplementedError
+        """``f(x)``.
+
+        **Arguments:**
+
+        - `x`: inputs ``(n, d_in)`` (or ``(n,)`` for ``d_in = 1``).
+
+        **Returns:**
+
+        The values ``(n, d_out)``.
+        """
 
 
-class Affine(AbstractTarget):
+class AbstractPiecewiseLinearTarget(AbstractTarget):
+    """A continuous target that is affine between finitely many knots (on the line)."""
+
+    @abc.abstractmethod
+    def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+        """The knots of ``f`` on ``[a, b]`` (1-d input, scalar output).
+
+        **Arguments:**
+
+        - `a`, `b`: the interval, ``a < b``.
+
+        **Returns:**
+
+        ``(s, f(s))``: NumPy float64 arrays with ``a = s_0 < s_1 < … < s_M = b``, ``f``
+        affine on every ``[s_k, s_{k+1}]``. ``ValueError`` if ``f`` is not a scalar
+        function of one variable.
+        """
+
+
+@final
+class Affine(AbstractPiecewiseLinearTarget):
     """``f(x) = slope · x + intercept`` (scalar output).
 
-    ``slope`` is a scalar (1-d input) or a vector of length ``d_in``.
+    `slope` is a scalar (1-d input) or a vector of length ``d_in``; `intercept` a scalar
+    (finite real numbers).
     """
 
     slope: Float[Array, "..."]
     intercept: Float[Array, ""]
 
     def __init__(self, slope: ArrayLike, intercept: ArrayLike = 0.0):
-        slope, intercept = jnp.asarray(slope, float), jnp.asarray(intercept, float)
-        if slope.ndim > 1 or intercept.ndim != 0:
-            raise ValueError("Affine needs a scalar or 1-d slope and a scalar intercept.")
-        self.slope, self.intercept = slope, intercept
+        hint = "Affine needs a scalar or 1-d slope and a scalar intercept."
+        slope = real_array("slope", slope, max_ndim=1, hint=hint)
+        intercept = real_array("intercept", intercept, max_ndim=0, hint=hint)
+        self.slope, self.intercept = jnp.asarray(slope), jnp.asarray(intercept)
 
     def __call__(self, x):
         x = _as_batch(x)
@@ -54,23 +98,24 @@ class Affine(AbstractTarget):
         return (x @ slope + self.intercept)[:, None]
 
     def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-        """Knots ``(s, f(s))`` of ``f`` on ``[a, b]`` (1-d input only)."""
+        """``([a, b], [f(a), f(b)])`` (1-d input only: a scalar slope)."""
         if self.slope.ndim != 0:
             raise ValueError("knots() is defined for 1-d inputs only (scalar slope).")
         s = np.array([a, b], float)
         return s, float(self.slope) * s + float(self.intercept)
 
 
-class Constant(AbstractTarget):
-    """``f(x) = value`` (``value`` scalar, or a vector for ``d_out > 1``)."""
+@final
+class Constant(AbstractPiecewiseLinearTarget):
+    """``f(x) = value`` (`value` a finite scalar, or a vector for ``d_out > 1``)."""
 
     value: Float[Array, "..."]
 
     def __init__(self, value: ArrayLike):
-        value = jnp.asarray(value, float)
-        if value.ndim > 1:
-            raise ValueError("Constant value must be a scalar or a 1-d vector.")
-        self.value = value
+        value = real_array(
+            "value", value, max_ndim=1, hint="Constant value must be a scalar or a 1-d vector."
+        )
+        self.value = jnp.asarray(value)
 
     def __call__(self, x):
         x = _as_batch(x)
@@ -78,16 +123,18 @@ class Constant(AbstractTarget):
         return jnp.broadcast_to(value, (x.shape[0], value.shape[0])).astype(x.dtype)
 
     def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+        """``([a, b], [value, value])`` (scalar constants only)."""
         if self.value.ndim != 0:
             raise ValueError("knots() is defined for scalar constants only.")
         s = np.array([a, b], float)
         return s, np.full(2, float(self.value))
 
 
-class PiecewiseLinear(AbstractTarget):
-    """Continuous piecewise-linear ``f`` on the line through the knots ``(knots_x, knots_y)``.
+@final
+class PiecewiseLinear(AbstractPiecewiseLinearTarget):
+    """Continuous piecewise-linear ``f`` on the line through ``(knots_x, knots_y)``.
 
-    ``knots_x`` must be strictly increasing; outside ``[knots_x[0], knots_x[-1]]`` the
+    `knots_x` must be strictly increasing; outside ``[knots_x[0], knots_x[-1]]`` the
     first / last piece is extended linearly. 1-d input, scalar output.
     """
 
@@ -95,7 +142,8 @@ class PiecewiseLinear(AbstractTarget):
     knots_y: Float[Array, " k"]
 
     def __init__(self, knots_x: ArrayLike, knots_y: ArrayLike):
-        kx, ky = np.asarray(knots_x, float), np.asarray(knots_y, float)
+        kx = real_array("knots_x", knots_x, finite=False)
+        ky = real_array("knots_y", knots_y, finite=False)
         if kx.ndim != 1 or kx.shape != ky.shape or kx.size < 2:
             raise ValueError("knots_x and knots_y must be 1-d arrays of equal length >= 2.")
         if not np.all(np.isfinite(kx)) or not np.all(np.isfinite(ky)):
@@ -116,16 +164,24 @@ class PiecewiseLinear(AbstractTarget):
         return (ky[i] + slope * (u - kx[i]))[:, None]
 
     def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+        """``a``, the knots strictly inside ``(a, b)``, ``b``, and ``f`` there."""
         kx = np.asarray(self.knots_x)
         inner = kx[(kx > a) & (kx < b)]
         s = np.concatenate([[a], inner, [b]])
         return s, np.asarray(self(jnp.asarray(s)))[:, 0]
 
 
+@final
 class FunctionTarget(AbstractTarget):
-    """Wraps any jittable ``fn(x: (n, d_in)) -> (n,) or (n, d_out)`` as a target."""
+    """Wraps any jittable ``fn(x: (n, d_in)) -> (n,) or (n, d_out)`` as a target.
+
+    Not piecewise linear as far as the library knows (use a quadrature risk with it).
+    """
 
     fn: Callable = eqx.field(static=True)
+
+    def __check_init__(self):
+        check_callable("fn", self.fn)
 
     def __call__(self, x):
         x = _as_batch(x)
@@ -134,7 +190,16 @@ class FunctionTarget(AbstractTarget):
 
 
 def as_target(f: AbstractTarget | Callable) -> AbstractTarget:
-    """Return ``f`` if it is a target, else wrap a callable in :class:`FunctionTarget`."""
+    """`f` if it is a target, else a callable wrapped in :class:`FunctionTarget`.
+
+    **Arguments:**
+
+    - `f`: an :class:`AbstractTarget` or a callable ``f(x: (n, d)) -> (n,) or (n, d_out)``.
+
+    **Returns:**
+
+    An :class:`AbstractTarget`.
+    """
     if isinstance(f, AbstractTarget):
         return f
     if callable(f):
@@ -154,21 +219,30 @@ def sample_data(
 ) -> tuple[Float[Array, "n d_in"], Float[Array, "n d_out"]]:
     """Inputs on the cube ``[low, high]^d_in`` and the target's values there.
 
-    With ``key=None`` the inputs are ``n`` evenly spaced points of ``[low, high]``
-    (``d_in = 1`` only, endpoints included); with a key they are i.i.d. uniform.
-    Returns ``(x, y)`` with ``x: (n, d_in)`` and ``y: (n, d_out)``.
+    **Arguments:**
+
+    - `target`: an :class:`AbstractTarget` or a callable (see :func:`as_target`).
+    - `n`: number of inputs (a positive int).
+    - `low`, `high`: the cube, finite ``low < high``.
+    - `d_in`: input dimension.
+    - `key`: ``None`` for ``n`` evenly spaced points of ``[low, high]`` (``d_in = 1``
+      only, endpoints included), or a JAX PRNG key for i.i.d. uniform inputs.
+    - `dtype`: a floating dtype (default JAX's default float).
+
+    **Returns:**
+
+    ``(x, y)`` with ``x: (n, d_in)`` and ``y: (n, d_out)``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}.")
-    if isinstance(d_in, bool) or not isinstance(d_in, (int, np.integer)) or d_in < 1:
-        raise ValueError(f"d_in must be >= 1 (an int), got {d_in!r}.")
+    n = positive_int("n", n)
+    d_in = positive_int("d_in", d_in)
+    low, high = real_float("low", low, finite=False), real_float("high", high, finite=False)
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise ValueError(f"need finite low < high, got low={low}, high={high}.")
-    dtype = jnp.zeros(()).dtype if dtype is None else dtype
+    dtype = check_float_dtype("dtype", dtype)
     if key is None:
         if d_in != 1:
             raise ValueError("evenly spaced data needs d_in = 1; pass a key for random data.")
         x = jnp.linspace(low, high, n, dtype=dtype)[:, None]
     else:
-        x = jax.random.uniform(key, (n, d_in), dtype, low, high)
+        x = jax.random.uniform(check_key("key", key), (n, d_in), dtype, low, high)
     return x, as_target(target)(x).astype(dtype)
