@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .ensemble import Ensemble
+from .limits import Limit
 from .outcomes import Outcome
 
 OUTCOME_COLOURS = {
@@ -19,7 +20,22 @@ OUTCOME_COLOURS = {
     Outcome.DIVERGED: "tab:red",
     Outcome.UNFINISHED: "tab:blue",
     Outcome.ILL_POSED: "tab:purple",
+    Outcome.SOLVER_FAILED: "tab:brown",
 }
+LIMIT_COLOURS = {
+    Limit.ZERO_RISK: "tab:green",
+    Limit.LOCAL_MIN: "tab:orange",
+    Limit.SADDLE: "tab:red",
+    Limit.UNRESOLVED: "tab:gray",
+}
+
+
+def _classes(ens: Ensemble, by: str):
+    if by == "limit":
+        return Limit, np.asarray(ens.limit), LIMIT_COLOURS
+    if by == "outcome":
+        return Outcome, np.asarray(ens.outcome), OUTCOME_COLOURS
+    raise ValueError(f"by must be 'limit' or 'outcome', got {by!r}.")
 
 
 def _axes(ax):
@@ -33,24 +49,37 @@ def _axes(ax):
     return ax
 
 
-def risk_curves(ens: Ensemble, ax=None, *, max_curves: int = 512, alpha: float = 0.35):
-    """Risk ``L(θ_t)`` vs ``t`` on log–log axes, one line per trajectory, by outcome.
+def risk_curves(
+    ens: Ensemble, ax=None, *, by: str = "limit", max_curves: int = 512, alpha: float = 0.35
+):
+    """Risk ``L(θ_t)`` vs ``t`` on log–log axes, one line per trajectory.
 
-    ``t = 0`` cannot be shown on a log axis and is dropped; at most ``max_curves``
-    trajectories are drawn (the first ones).
+    **Arguments:**
+
+    - `ens`: the ensemble.
+    - `ax`: matplotlib axes (default: a new figure).
+    - `by`: colour by ``"limit"`` class (default) or by ``"outcome"``.
+    - `max_curves`: at most this many trajectories per class are drawn (the first ones).
+    - `alpha`: line transparency.
+
+    ``t = 0`` cannot be shown on a log axis and is dropped.
+
+    **Returns:**
+
+    The axes.
     """
     ax = _axes(ax)
     ts = np.asarray(ens.ts)
     risk = np.asarray(ens.risk)
-    outcome = np.asarray(ens.outcome)
+    codes, field, colours = _classes(ens, by)
     keep = ts > 0
-    for o in Outcome:
-        rows = np.flatnonzero(outcome == int(o))[:max_curves]
+    for o in codes:
+        rows = np.flatnonzero(field == int(o))[:max_curves]
         if rows.size == 0:
             continue
         curves = np.where(risk[rows][:, keep] > 0, risk[rows][:, keep], np.nan)
-        lines = ax.plot(ts[keep], curves.T, color=OUTCOME_COLOURS[o], alpha=alpha, lw=0.8)
-        lines[0].set_label(f"{o.name} ({ens.count(o)})")
+        lines = ax.plot(ts[keep], curves.T, color=colours[o], alpha=alpha, lw=0.8)
+        lines[0].set_label(f"{o.name} ({int((field == int(o)).sum())})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("gradient-flow time t")
@@ -59,25 +88,26 @@ def risk_curves(ens: Ensemble, ax=None, *, max_curves: int = 512, alpha: float =
     return ax
 
 
-def final_risk_histogram(ens: Ensemble, ax=None, *, bins: int = 40):
-    """Histogram of ``log10`` final risks, stacked by outcome."""
+def final_risk_histogram(ens: Ensemble, ax=None, *, by: str = "limit", bins: int = 40):
+    """Histogram of ``log10`` final risks, stacked by limit class (or ``by="outcome"``)."""
     ax = _axes(ax)
     final = np.asarray(ens.final_risk, float)
-    outcome = np.asarray(ens.outcome)
+    codes, outcome, colours = _classes(ens, by)
     ok = np.isfinite(final) & (final > 0)
     if not ok.any():
         ax.text(0.5, 0.5, "no finite positive final risk", ha="center", transform=ax.transAxes)
         return ax
     logs = np.log10(final[ok])
     edges = np.linspace(logs.min() - 0.5, logs.max() + 0.5, bins + 1)
-    data, colours, labels = [], [], []
-    for o in Outcome:
+    data, labels = [], []
+    colour_list = []
+    for o in codes:
         sel = ok & (outcome == int(o))
         if sel.any():
             data.append(np.log10(final[sel]))
-            colours.append(OUTCOME_COLOURS[o])
+            colour_list.append(colours[o])
             labels.append(o.name)
-    ax.hist(data, bins=edges, stacked=True, color=colours, label=labels)
+    ax.hist(data, bins=edges, stacked=True, color=colour_list, label=labels)
     ax.set_xlabel("log10 final risk")
     ax.set_ylabel("trajectories")
     ax.legend(fontsize="small")
@@ -88,11 +118,12 @@ def fraction_bars(
     ensembles: Ensemble | Mapping[str, Ensemble],
     ax=None,
     *,
-    outcome: Outcome = Outcome.CONVERGED,
+    outcome: Outcome | Limit = Limit.ZERO_RISK,
 ):
-    """Fraction of trajectories with ``outcome`` (default converged) with Wilson 95 % bars.
+    """Fraction of trajectories with a limit class or outcome, with Wilson 95 % bars.
 
-    Pass one ensemble or a mapping ``label -> ensemble`` to compare settings.
+    The default is the fraction whose risk → 0; thin grey bars show the range left by
+    the ``UNRESOLVED`` members. Pass one ensemble or a mapping ``label -> ensemble``.
     """
     ax = _axes(ax)
     if isinstance(ensembles, Ensemble):
@@ -101,7 +132,11 @@ def fraction_bars(
     fracs = [ensembles[k].fraction(outcome) for k in labels]
     est = np.array([f.estimate for f in fracs])
     err = np.array([[f.estimate - f.low for f in fracs], [f.high - f.estimate for f in fracs]])
-    ax.bar(labels, est, yerr=err, capsize=4, color=OUTCOME_COLOURS[outcome], alpha=0.8)
+    colours = LIMIT_COLOURS if isinstance(outcome, Limit) else OUTCOME_COLOURS
+    ax.bar(labels, est, yerr=err, capsize=4, color=colours[outcome], alpha=0.8)
+    lo = np.array([f.low_all_unresolved_fail for f in fracs])
+    hi = np.array([f.high_all_unresolved_succeed for f in fracs])
+    ax.vlines(np.arange(len(labels)) + 0.3, lo, hi, color="tab:gray", lw=2)
     ax.set_ylim(0, 1)
     ax.set_ylabel(f"fraction {outcome.name.lower()} (95% Wilson CI)")
     return ax

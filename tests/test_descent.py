@@ -11,9 +11,11 @@ import numpy as np
 import optax
 import pytest
 import scipy.linalg as sla
-from toys import BlowUp, Quadratic, Scalar
+from toys import BlowUp, Quadratic, Scalar, step_grid
+from toys import descend as gradient_descent
 
-from gflow_jax.flow import Trajectory, gradient_descent, step_grid
+import gflow_jax as gf
+from gflow_jax import Trajectory
 from gflow_jax.models.shallow import ShallowReLU
 from gflow_jax.outcomes import Outcome, Stop
 from gflow_jax.risks.empirical import EmpiricalRisk
@@ -114,14 +116,24 @@ def test_gd_tracks_gradient_flow_to_first_order(lsq):
     assert errors[-1] < 1e-2 * np.linalg.norm(exact)
 
 
-def test_step_grid():
-    for steps, n in ((1, 2), (5, 100), (300, 100), (10**6, 50), (100, 2)):
-        g = step_grid(steps, n)
-        assert g[0] == 0 and g[-1] == steps
-        assert np.all(np.diff(g) > 0) and len(g) <= n
-        assert g.dtype == np.int64
-    np.testing.assert_array_equal(step_grid(100, 2), [0, 100])
-    np.testing.assert_array_equal(step_grid(5, 100), [0, 1, 2, 3, 4, 5])
+def test_gd_saves_at_iterate_times(lsq):
+    """Requested save times are rounded up to iterate times k·η, and the saved values are
+    those iterates' (checked against the explicit iteration)."""
+    X, y, theta0, risk = lsq
+    lr = 0.05
+    traj = gf.integrate(
+        Linear(jnp.asarray(theta0)), risk, 1.0, gf.GradientDescent(lr, stop=NEVER),
+        save_ts=[0.0, 0.01, 0.26, 1.0], limits=None,
+    )
+    np.testing.assert_allclose(np.asarray(traj.ts) / lr, [0, 1, 6, 20], atol=1e-9)
+    theta, N = np.asarray(theta0, float), X.shape[0]
+    risks = []
+    for k in range(21):
+        if k in (0, 1, 6, 20):
+            risks.append(np.mean((X @ theta - y) ** 2))
+        theta = theta - lr * 2 / N * X.T @ (X @ theta - y)
+    np.testing.assert_allclose(traj.risk, risks, rtol=1e-12)
+    assert traj.num_steps == 20 and traj.outcome == Outcome.UNFINISHED
 
 
 # -- stop rules with exact step counts ----------------------------------------------------------

@@ -7,19 +7,25 @@ import subprocess
 import sys
 import textwrap
 
+import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toys import BlowUp, Scalar
+from toys import BlowUp, Scalar, flow
 
 import gflow_jax as gf
-from gflow_jax.ensemble import run_ensemble, wilson_interval
+from gflow_jax import run_ensemble
+from gflow_jax.statistics import wilson_interval
 
 T1 = 20.0
 N_SAVE = 16
 CHUNK = 4
 SEGMENT = 32
+# the explicit solver and no limit analysis unless a test is about them (fewer compilations)
+DYN = gf.GradientFlow(tail="explicit")
+FAST = dict(dynamics=DYN, limits=None)
 
 
 def _model(w, b, v, c):
@@ -76,6 +82,7 @@ def mixed(risk):
         risk,
         keys,
         T1,
+        **FAST,
         chunk_size=CHUNK,
         segment_steps=SEGMENT,
         n_save=N_SAVE,
@@ -88,7 +95,7 @@ def test_mixed_outcomes_equal_single_solves(risk, mixed):
     init, keys, ens = mixed
     assert len(ens) == len(NAMES)
     for i, name in enumerate(NAMES):
-        traj = gf.gradient_flow(MEMBERS[name], risk, T1, n_save=N_SAVE)
+        traj = flow(MEMBERS[name], risk, T1, n_save=N_SAVE)
         assert int(ens.outcome[i]) == int(traj.outcome), name
         if name in EXPECTED:
             assert int(ens.outcome[i]) == EXPECTED[name], name
@@ -116,6 +123,7 @@ def test_nan_member_does_not_touch_the_others(risk, mixed):
         risk,
         keys,
         T1,
+        **FAST,
         chunk_size=CHUNK,
         segment_steps=SEGMENT,
         n_save=N_SAVE,
@@ -137,6 +145,7 @@ def test_compaction_off_gives_same_results(risk, mixed):
         risk,
         keys,
         T1,
+        **FAST,
         chunk_size=CHUNK,
         segment_steps=SEGMENT,
         n_save=N_SAVE,
@@ -156,6 +165,7 @@ def test_same_keys_same_results_bitwise(risk, mixed):
         risk,
         keys,
         T1,
+        **FAST,
         chunk_size=CHUNK,
         segment_steps=SEGMENT,
         n_save=N_SAVE,
@@ -176,6 +186,7 @@ def test_fields_and_fraction(mixed):
     )
     assert np.all(ens.max_param_norm[~np.isnan(ens.max_param_norm)] > 0)
     frac = ens.fraction(gf.Outcome.CONVERGED)
+    assert ens.fraction().unresolved == len(NAMES)  # limits=None: nothing is resolved
     assert frac.count == int(np.sum(np.asarray(ens.outcome) == 1)) and frac.total == len(NAMES)
     assert "CRITICAL_POINT" in ens.summary()
 
@@ -215,35 +226,32 @@ def test_save_load_roundtrip(tmp_path, mixed):
 def test_gd_ensemble_matches_gradient_descent(risk):
     init = lambda key: gf.ShallowReLU(1, 3, key=key)
     keys = jax.random.split(jax.random.key(3), 3)
+    keys = jax.random.split(jax.random.key(3), 5)
+    gd = gf.GradientDescent(0.05, max_steps=300)
     ens = run_ensemble(
-        init,
-        risk,
-        keys,
-        method="gd",
-        learning_rate=0.05,
-        steps=300,
-        n_save=8,
-        chunk_size=2,
-        progress=False,
+        init, risk, keys, math.inf, gd, n_save=8, chunk_size=2, segment_steps=64,
+        limits=None, progress=False,
     )
-    for i in range(3):
-        traj = gf.gradient_descent(init(keys[i]), risk, 0.05, 300, n_save=8)
+    assert ens.stats["segments"] > 5  # compacted in segments, not one lockstep loop
+    for i in range(5):
+        traj = gf.integrate(init(keys[i]), risk, math.inf, gd, n_save=8, limits=None)
         assert int(ens.outcome[i]) == int(traj.outcome)
+        assert int(ens.num_steps[i]) == int(traj.num_steps)
         np.testing.assert_allclose(ens.final_risk[i], traj.final_risk, rtol=1e-10)
-        np.testing.assert_allclose(ens.ts, traj.ts)
+        np.testing.assert_allclose(ens.risk[i], traj.risk[: ens.ts.size], rtol=1e-10)
 
 
 def test_bad_input(risk):
     init = lambda key: gf.ShallowReLU(1, 2, key=key)
     keys = jax.random.split(jax.random.key(0), 2)
-    with pytest.raises(ValueError, match="method"):
-        run_ensemble(init, risk, keys, 1.0, method="sgd")
-    with pytest.raises(ValueError, match="t1"):
+    with pytest.raises(TypeError, match="dynamics must be a gflow_jax.GradientFlow"):
+        run_ensemble(init, risk, keys, 1.0, "sgd")
+    with pytest.raises(TypeError, match="t1"):
         run_ensemble(init, risk, keys)
     with pytest.raises(ValueError, match="keys"):
         run_ensemble(init, risk, jnp.ones((2, 3)), 1.0)
-    with pytest.raises(ValueError, match="learning_rate"):
-        run_ensemble(init, risk, keys, method="gd", steps=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'steps'"):
+        run_ensemble(init, risk, keys, 1.0, steps=3)
     with pytest.raises(ValueError, match="chunk_size"):
         run_ensemble(init, risk, keys, 1.0, chunk_size=0)
 
@@ -259,8 +267,9 @@ _TWO_DEVICES = textwrap.dedent(
     risk = gf.EmpiricalRisk(x, y)
     init = lambda key: gf.ShallowReLU(1, 3, key=key)
     keys = jax.random.split(jax.random.key(11), 6)
-    ens = gf.run_ensemble(init, risk, keys, 5.0, chunk_size=4, segment_steps=32, n_save=8,
-                          devices=jax.devices(), progress=False)
+    ens = gf.run_ensemble(init, risk, keys, 5.0, gf.GradientFlow(tail="explicit"), chunk_size=4,
+                          segment_steps=32, n_save=8, limits=None, devices=jax.devices(),
+                          progress=False)
     json.dump({"outcome": ens.outcome.tolist(), "final_risk": ens.final_risk.tolist()},
               sys.stdout)
     """
@@ -284,7 +293,7 @@ def test_two_devices_same_results(risk):
     init = lambda key: gf.ShallowReLU(1, 3, key=key)
     keys = jax.random.split(jax.random.key(11), 6)
     one = run_ensemble(
-        init, risk, keys, 5.0, chunk_size=4, segment_steps=32, n_save=8, progress=False
+        init, risk, keys, 5.0, chunk_size=4, segment_steps=32, n_save=8, progress=False, **FAST
     )
     np.testing.assert_array_equal(two["outcome"], np.asarray(one.outcome))
     # (all members are unfinished at t1 = 5: equal to the solver's tolerance)
@@ -315,7 +324,10 @@ def test_exploding_member_is_diverged_and_isolated():
         return Scalar(thetas[i])
 
     stop = gf.Stop(bound=10.0)
-    opts = dict(chunk_size=4, segment_steps=SEGMENT, n_save=8, stop=stop, progress=False)
+    opts = dict(
+        chunk_size=4, segment_steps=SEGMENT, n_save=8, progress=False, limits=None,
+        dynamics=gf.GradientFlow(stop=stop, tail="explicit"),
+    )
     ens = run_ensemble(init, BlowUp(), keys, 1.0, **opts)
     D, U = gf.Outcome.DIVERGED, gf.Outcome.UNFINISHED
     np.testing.assert_array_equal(np.asarray(ens.outcome), [D, U, D, U])
@@ -339,7 +351,8 @@ def test_max_steps_is_exact_per_member(risk):
         risk,
         keys,
         50.0,
-        max_steps=40,
+        gf.GradientFlow(tail="explicit", max_steps=40),
+        limits=None,
         chunk_size=2,
         segment_steps=16,
         n_save=8,
@@ -348,7 +361,37 @@ def test_max_steps_is_exact_per_member(risk):
     steps = np.asarray(ens.num_steps)
     assert steps.max() == 40
     for i in range(5):
-        traj = gf.gradient_flow(init(keys[i]), risk, 50.0, max_steps=40, n_save=8)
+        traj = flow(init(keys[i]), risk, 50.0, max_steps=40, n_save=8)
         assert int(traj.num_steps) == steps[i]
         assert int(traj.outcome) == int(ens.outcome[i])
         np.testing.assert_allclose(ens.t_stop[i], traj.t_stop, rtol=1e-7)  # round-off
+
+
+class Stiff(eqx.Module):
+    """L(θ) = 100 (θ − 1)²: a dtmin of 0.1 is too coarse for rtol 1e-12 (the solver fails)."""
+
+    def __call__(self, model):
+        return 100 * jnp.sum((model.theta - 1.0) ** 2)
+
+
+def test_solver_failure_in_one_member_is_reported_and_isolated():
+    """One member's solver fails (step size below dtmin); it is SOLVER_FAILED with verdict
+    DT_MIN, never UNFINISHED, and the other members equal their single solves."""
+    thetas = jnp.array([[1.0 + 1e-9], [0.0], [1.0 + 2e-9]])  # the middle one must move
+    keys = jax.random.split(jax.random.key(6), 3)
+    data = jax.random.key_data(keys)
+
+    def init(key):
+        i = jnp.argmax(jnp.all(data == jax.random.key_data(key), axis=-1))
+        return Scalar(thetas[i])
+
+    ctrl = diffrax.PIDController(rtol=1e-12, atol=1e-14, dtmin=0.1)
+    dyn = gf.GradientFlow(controller=ctrl, tail="explicit", stop=gf.Stop(risk_tol=1e-14))
+    ens = run_ensemble(init, Stiff(), keys, 10.0, dyn, n_save=8, limits=None, progress=False)
+    assert int(ens.outcome[1]) == gf.Outcome.SOLVER_FAILED
+    assert int(ens.verdict[1]) == gf.SolverVerdict.DT_MIN
+    for i in (0, 2):
+        traj = gf.integrate(Scalar(thetas[i]), Stiff(), 10.0, dyn, n_save=8, limits=None)
+        assert int(ens.outcome[i]) == int(traj.outcome) == gf.Outcome.CONVERGED
+        np.testing.assert_allclose(ens.final_params[i, 0], traj.model.theta[0], rtol=1e-14)
+    assert "SOLVER_FAILED" in ens.summary()

@@ -2,6 +2,8 @@
 energy identity along a ReLU trajectory, the Lyapunov function of the constant-target
 problem (MATH.md §1.6), finite differences through the solver, float32."""
 
+from typing import ClassVar
+
 import diffrax
 import equinox as eqx
 import jax
@@ -10,8 +12,10 @@ import numpy as np
 import pytest
 import scipy.linalg as sla
 from scipy.integrate import simpson
+from toys import flow as gradient_flow
 
-from gflow_jax.flow import gradient_flow, time_grid
+import gflow_jax as gf
+from gflow_jax.dynamics.problem import save_grid as time_grid
 from gflow_jax.models.shallow import ShallowReLU
 from gflow_jax.outcomes import Outcome, Stop
 from gflow_jax.risks.empirical import EmpiricalRisk
@@ -195,13 +199,22 @@ def test_lyapunov_along_trajectory():
 # -- frozen fields -----------------------------------------------------------------------------
 
 
-class FrozenIntercept(eqx.Module):
+class FrozenIntercept(gf.AbstractModel):
+    """An affine model whose intercept ``b`` is declared frozen (the one mechanism)."""
+
     a: jax.Array
     b: jax.Array
-    frozen: tuple = eqx.field(static=True, default=("b",))
+    frozen: ClassVar[tuple[str, ...]] = ("b",)
+    is_smooth: ClassVar[bool] = True
 
     def __call__(self, x):
         return x @ self.a[:, None] + self.b
+
+    def well_posed(self):
+        return jnp.asarray(True)
+
+    def switching_functions(self, x):
+        return jnp.zeros((x.shape[0], 0))
 
 
 def test_frozen_field_is_not_integrated():

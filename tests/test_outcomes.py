@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from toys import BlowUp, Quadratic, Scalar
+from toys import flow as gradient_flow
 
-from gflow_jax.flow import gradient_flow
+from gflow_jax._defaults import defaults
 from gflow_jax.models.shallow import ShallowReLU
-from gflow_jax.outcomes import _DEFAULTS, Outcome, Stop, classify, outcome_names
+from gflow_jax.outcomes import Outcome, SolverVerdict, Stop, classify
 from gflow_jax.risks.empirical import EmpiricalRisk
 from gflow_jax.risks.targets import Affine, sample_data
 
@@ -81,12 +82,12 @@ def test_classify_vectorised_and_jitted():
     r, g, n, ok, expected = (np.array(col) for col in zip(*CASES, strict=True))
     codes = jax.jit(jax.vmap(lambda *a: classify(*a, STOP)))(r, g, n, ok)
     np.testing.assert_array_equal(codes, expected)
-    assert outcome_names(codes[:3]) == ["UNFINISHED", "CONVERGED", "UNFINISHED"]
+    assert [Outcome(int(c)).name for c in codes[:3]] == ["UNFINISHED", "CONVERGED", "UNFINISHED"]
 
 
 def test_stop_defaults_by_dtype():
-    r64, g64 = _DEFAULTS["float64"]
-    r32, g32 = _DEFAULTS["float32"]
+    r64, g64 = defaults(jnp.float64).risk_tol, defaults(jnp.float64).grad_tol
+    r32, g32 = defaults(jnp.float32).risk_tol, defaults(jnp.float32).grad_tol
     assert Stop().resolve(jnp.float64) == Stop(risk_tol=r64, grad_tol=g64, bound=1e6)
     assert Stop().resolve(jnp.float32) == Stop(risk_tol=r32, grad_tol=g32, bound=1e6)
     assert r64 <= r32 and g64 <= g32  # float32 cannot resolve what float64 can
@@ -95,7 +96,7 @@ def test_stop_defaults_by_dtype():
     assert Stop(grad_tol=1e-3).resolve(jnp.float32).grad_tol == 1e-3
     with pytest.raises(ValueError, match="resolve"):
         classify(1.0, 1.0, 1.0, True, Stop())
-    assert [o.value for o in Outcome] == [0, 1, 2, 3, 4]
+    assert [o.value for o in Outcome] == [0, 1, 2, 3, 4, 5]
 
 
 # -- gradient-flow outcomes (one compiled flow serves the width-1 ReLU cases) ---------------------
@@ -223,13 +224,18 @@ class Stiff(eqx.Module):
         return 100 * jnp.sum((model.theta - 1.0) ** 2)
 
 
-def test_solver_failure_raises_or_is_unfinished():
-    """A real solver failure (step size below dtmin) is an error with throw=True (with a
-    hint), and UNFINISHED with throw=False."""
+def test_solver_failure_raises_or_is_reported_with_its_reason():
+    """A real solver failure (step size below dtmin) is an error with throw=True (naming
+    the verdict, with a hint), and SOLVER_FAILED with verdict DT_MIN with throw=False —
+    never UNFINISHED, which means the budget ran out."""
     ctrl = diffrax.PIDController(rtol=1e-12, atol=1e-14, dtmin=0.1, force_dtmin=False)
     model = Scalar(jnp.array([0.0]))
     traj = gradient_flow(model, Stiff(), 10.0, controller=ctrl, throw=False)
-    assert traj.outcome == Outcome.UNFINISHED
+    assert traj.outcome == Outcome.SOLVER_FAILED
+    assert traj.verdict == SolverVerdict.DT_MIN and traj.verdict_name == "DT_MIN"
     assert float(traj.t_stop) < 10.0
-    with pytest.raises(RuntimeError, match="Loosen the controller's rtol/atol"):
+    with pytest.raises(RuntimeError, match=r"solver failed \(DT_MIN\).*Loosen the controller"):
         gradient_flow(model, Stiff(), 10.0, controller=ctrl)
+    # a budget that runs out is UNFINISHED with verdict MAX_STEPS, not a failure
+    spent = gradient_flow(model, Quadratic(), 10.0, max_steps=3, throw=False)
+    assert spent.outcome == Outcome.UNFINISHED and spent.verdict == SolverVerdict.MAX_STEPS

@@ -1,20 +1,111 @@
 """One-parameter toy problems with closed-form flows, shared by the tests."""
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+import gflow_jax as gf
 
 
-class Scalar(eqx.Module):
-    """A one-parameter model; ``well_posed`` ⇔ θ < limit (an opt-in ILL_POSED rule)."""
+class Scalar(gf.AbstractModel):
+    """A one-parameter model; ``well_posed`` ⇔ θ < limit (the declared ILL_POSED rule)."""
 
     theta: jax.Array
     limit: float = eqx.field(static=True, default=math.inf)
+    frozen: ClassVar[tuple[str, ...]] = ()
+    is_smooth: ClassVar[bool] = True
+
+    def __call__(self, x):
+        return jnp.broadcast_to(self.theta, (jnp.shape(x)[0], 1))
 
     def well_posed(self):
         return self.theta[0] < self.limit
+
+    def switching_functions(self, x):
+        return jnp.zeros((jnp.shape(x)[0], 0))
+
+
+# -- shorthands of the public API used throughout the tests ----------------------------------
+# Tests default to the explicit solver and no limit analysis (fewer compilations); the tail
+# strategy and the limits have their own tests.
+
+
+def flow(
+    model,
+    risk,
+    t1,
+    *,
+    solver=None,
+    controller=None,
+    stop=None,
+    max_steps=2**20,
+    adjoint=None,
+    dt0=None,
+    tail="explicit",
+    n_save=100,
+    save_ts=None,
+    save_path=False,
+    limits=None,
+    throw=True,
+):
+    """``gf.integrate(model, risk, t1, gf.GradientFlow(...), ...)`` with test defaults."""
+    options = dict(controller=controller, tail=tail, dt0=dt0, max_steps=max_steps)
+    if solver is not None:
+        options["solver"] = solver
+    if stop is not None:
+        options["stop"] = stop
+    if adjoint is not None:
+        options["adjoint"] = adjoint
+    return gf.integrate(
+        model,
+        risk,
+        t1,
+        gf.GradientFlow(**options),
+        n_save=n_save,
+        save_ts=save_ts,
+        save_path=save_path,
+        limits=limits,
+        throw=throw,
+    )
+
+
+def step_grid(steps: int, n_save: int = 100) -> np.ndarray:
+    """Save steps: ``0`` and up to ``n_save − 1`` log-spaced distinct ``k ≤ steps``."""
+    grid = np.round(np.logspace(0, math.log10(steps), n_save - 1))
+    grid[-1] = steps
+    return np.unique(np.concatenate([[0], grid])).astype(np.int64)
+
+
+def descend(
+    model,
+    risk,
+    learning_rate,
+    steps,
+    *,
+    optimizer=None,
+    stop=None,
+    n_save=100,
+    save_path=False,
+    limits=None,
+):
+    """``steps`` iterations of ``gf.GradientDescent``, saved at :func:`step_grid` iterates."""
+    dynamics = gf.GradientDescent(
+        learning_rate, optimizer=optimizer, stop=gf.Stop() if stop is None else stop,
+        max_steps=steps,
+    )
+    return gf.integrate(
+        model,
+        risk,
+        steps * learning_rate,
+        dynamics,
+        save_ts=step_grid(steps, n_save) * learning_rate,
+        save_path=save_path,
+        limits=limits,
+    )
 
 
 class Quadratic(eqx.Module):

@@ -10,8 +10,16 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from ..limits import DecayFit, LimitAnalysis, LimitReason, LimitReport, analyse_limit
-from ..limits import fit_decay, mark_unresolved, unresolved
+from ..limits import (
+    DecayFit,
+    LimitAnalysis,
+    LimitReason,
+    LimitReport,
+    analyse_limit,
+    fit_decay,
+    mark_unresolved,
+    unresolved,
+)
 from ..models.base import partition
 from ..outcomes import Outcome
 from ..risks.base import AbstractPiecewiseSmoothRisk

@@ -12,8 +12,7 @@ only members in that phase; ensembles pool members by phase so that a vmapped po
 never pays for two solvers.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Equinox must see the AbstractVar annotations.
 import abc
 
 import equinox as eqx
@@ -84,7 +83,8 @@ def initial_state(problem: Problem, params: PyTree, inner: PyTree) -> State:
 
 
 def _where_rows(mask, new, old):
-    return jnp.where(mask.reshape(mask.shape + (1,) * (new.ndim - mask.ndim)), new, old)
+    """``where(mask, new, old)`` row by row along the leading (save-time) axis of `old`."""
+    return jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - mask.ndim)), new, old)
 
 
 class AbstractDynamics(eqx.Module):
@@ -100,7 +100,7 @@ class AbstractDynamics(eqx.Module):
     num_phases: eqx.AbstractClassVar[int]
 
     @abc.abstractmethod
-    def resolve(self, dtype) -> AbstractDynamics:
+    def resolve(self, dtype) -> "AbstractDynamics":
         """A copy with every dtype-dependent default filled in (stop rules, tolerances)."""
 
     @abc.abstractmethod
