@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from gflow_jax import integrate
 from gflow_jax.certificates import (
     CriterionReport,
     Search,
@@ -58,9 +59,7 @@ class QuadExp(eqx.Module):
 
 def _flow_with_path(model, risk, t1, n_save):
     """The one place these tests run a gradient flow (saving its parameter path)."""
-    from gflow_jax.flow import gradient_flow  # the flow API is being renamed: one place
-
-    return gradient_flow(model, risk, t1=t1, save_path=True, n_save=n_save)
+    return integrate(model, risk, t1, save_path=True, n_save=n_save, limits=None)
 
 
 P, N = 40, 3

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from gflow_jax import GradientFlow, integrate
 from gflow_jax.certificates.rates import tail_rate
 from gflow_jax.outcomes import Outcome, Stop
 from gflow_jax.risks.empirical import EmpiricalRisk
@@ -84,16 +85,13 @@ def test_linear_least_squares_flow_rate():
     H = 2 * X.T @ X / n
     np.testing.assert_allclose(np.linalg.eigvalsh(H), lam_h, rtol=1e-12)
 
-    from gflow_jax.flow import gradient_flow  # the flow API is being renamed: one place
-
     ts = np.linspace(0.0, 40.0, 161)
-    traj = gradient_flow(
-        _Linear(jnp.asarray(theta0)),
-        EmpiricalRisk(X, y),
-        40.0,
-        save_ts=ts,
-        stop=Stop(risk_tol=1e-13, grad_tol=1e-30),
+    flow = GradientFlow(
         controller=diffrax.PIDController(rtol=1e-10, atol=1e-14),
+        stop=Stop(risk_tol=1e-13, grad_tol=1e-30),
+    )
+    traj = integrate(
+        _Linear(jnp.asarray(theta0)), EmpiricalRisk(X, y), 40.0, flow, save_ts=ts, limits=None
     )
     assert traj.outcome == Outcome.CONVERGED
     # the flow's risk curve against the closed form, where it was saved
