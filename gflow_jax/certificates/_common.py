@@ -20,7 +20,7 @@ from ..models.base import AbstractModel, is_smooth, partition
 from ..risks.base import AbstractRisk
 
 # How a user obtains a trajectory with its parameter path (one place to rename the flow API).
-FLOW_WITH_PATH = "gflow_jax.gradient_flow(model, risk, t1, save_path=True)"
+FLOW_WITH_PATH = "gflow_jax.integrate(model, risk, t1, save_path=True)"
 
 
 def check_model_risk(model: PyTree, risk, what: str) -> None:

@@ -586,7 +586,7 @@ def ball_criterion(
     - `radius`: ``r > 0``, in parameter units (Euclidean norm over all trainable arrays).
     - `key`: PRNG key of the random searches.
     - `search`: a :class:`~gflow_jax.certificates.search.SearchOptions`.
-    - `trajectory`: optional :class:`gflow_jax.flow.Trajectory` of this model saved with
+    - `trajectory`: optional :class:`gflow_jax.Trajectory` of this model saved with
       its parameter path (``save_path=True``); its points inside the ball join the
       ``α`` search (``Search.TRAJECTORY``) and up to ``search.n_beta`` of them the ``β``
       search.

@@ -65,7 +65,7 @@ def check_prediction(report: CriterionReport, trajectory, *, rtol: float = 1e-6)
     **Arguments:**
 
     - `report`: a single (unbatched) :class:`~gflow_jax.certificates.ball.CriterionReport`.
-    - `trajectory`: a single :class:`gflow_jax.flow.Trajectory` of the same model saved
+    - `trajectory`: a single :class:`gflow_jax.Trajectory` of the same model saved
       with its path.
     - `rtol`: relative tolerance on the risk bound, for the ODE solver's error.
 
