@@ -782,7 +782,7 @@ def fit_decay(
             f"ts and risk must be 1-d arrays of the same length (vmap over a batch); got "
             f"shapes {ts.shape} and {risk.shape}."
         )
-    dtype = jnp.promote_types(jnp.promote_types(ts.dtype, risk.dtype), jnp.float32)
+    dtype = np.promote_types(np.promote_types(ts.dtype, risk.dtype), np.float32)
     ts, risk = ts.astype(dtype), risk.astype(dtype)
     finite = jnp.isfinite(ts) & jnp.isfinite(risk)
     t_last = jnp.max(jnp.where(finite, ts, -jnp.inf))

@@ -385,7 +385,7 @@ def test_solver_failure_in_one_member_is_reported_and_isolated():
         i = jnp.argmax(jnp.all(data == jax.random.key_data(key), axis=-1))
         return Scalar(thetas[i])
 
-    ctrl = diffrax.PIDController(rtol=1e-12, atol=1e-14, dtmin=0.1)
+    ctrl = diffrax.PIDController(rtol=1e-12, atol=1e-14, dtmin=0.1, force_dtmin=False)
     dyn = gf.GradientFlow(controller=ctrl, tail="explicit", stop=gf.Stop(risk_tol=1e-14))
     ens = run_ensemble(init, Stiff(), keys, 10.0, dyn, n_save=8, limits=None, progress=False)
     assert int(ens.outcome[1]) == gf.Outcome.SOLVER_FAILED

@@ -91,7 +91,7 @@ class ExponentialTailInterpolation(diffrax.AbstractLocalInterpolation):
 
     t0: Float[ArrayLike, ""]
     t1: Float[ArrayLike, ""]
-    y0: PyTree[Float[Array, "?*shape"]]
+    y0: PyTree[Float[Array, "..."]]
     h: Float[Array, ""]
     q: Float[Array, "p p"]
     mu: Float[Array, " p"]
@@ -103,7 +103,7 @@ class ExponentialTailInterpolation(diffrax.AbstractLocalInterpolation):
         t0: Float[ArrayLike, ""],
         t1: Float[ArrayLike, ""] | None = None,
         left: bool = True,
-    ) -> PyTree[Float[Array, "?*shape"]]:
+    ) -> PyTree[Float[Array, "..."]]:
         """``u(t0)``, or the increment ``u(t1) − u(t0)`` when `t1` is given."""
         del left
         if t1 is not None:
@@ -228,7 +228,7 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
         terms: diffrax.AbstractTerm,
         t0: Float[ArrayLike, ""],
         t1: Float[ArrayLike, ""],
-        y0: PyTree[Float[Array, "?*shape"]],
+        y0: PyTree[Float[Array, "..."]],
         args: PyTree,
     ) -> None:
         """No solver state: every step starts from ``(t_n, u_n)`` alone."""
@@ -239,13 +239,13 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
         terms: diffrax.AbstractTerm,
         t0: Float[ArrayLike, ""],
         t1: Float[ArrayLike, ""],
-        y0: PyTree[Float[Array, "?*shape"]],
+        y0: PyTree[Float[Array, "..."]],
         args: PyTree,
         solver_state: None,
         made_jump: Bool[ArrayLike, ""],
     ) -> tuple[
-        PyTree[Float[Array, "?*shape"]],
-        PyTree[Float[Array, "?*shape"]],
+        PyTree[Float[Array, "..."]],
+        PyTree[Float[Array, "..."]],
         dict[str, PyTree[Array]],
         None,
         diffrax.RESULTS,
@@ -290,9 +290,9 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
         self,
         terms: diffrax.AbstractTerm,
         t0: Float[ArrayLike, ""],
-        y0: PyTree[Float[Array, "?*shape"]],
+        y0: PyTree[Float[Array, "..."]],
         args: PyTree,
-    ) -> PyTree[Float[Array, "?*shape"]]:
+    ) -> PyTree[Float[Array, "..."]]:
         """The vector field ``F(t0, y0)`` (used by diffrax to pick an initial step)."""
         return terms.vf(t0, y0, args)
 
