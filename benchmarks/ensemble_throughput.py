@@ -2,16 +2,18 @@
 
 Workload (PERFORMANCE.md's W): ShallowReLU, d_in = 1, width 16, affine target 2x + 1 on
 [0, 1], N(0, 1) initialisation with output weights scaled by 1/sqrt(16), float64,
-Tsit5 + PIDController(rtol=1e-7, atol=1e-10) (the library defaults), gradient flow to
-``--t1``. Two risks: (a) the exact population risk, (b) the empirical risk on 64 evenly
-spaced points.
+``gflow_jax.GradientFlow()`` with the library defaults (Tsit5 + PIDController(rtol=1e-7,
+atol=1e-10), stiff-tail phase ``tail="auto"``; ``--tail explicit`` keeps Tsit5 throughout,
+the workload of the tables in benchmarks/README.md), gradient flow to ``--t1``, limit
+classification off (``limits=None``) in every variant: this measures the solves. Two
+risks: (a) the exact population risk, (b) the empirical risk on 64 evenly spaced points.
 
 For each ensemble size B and risk, measured in one run:
 
-- ``loop``: a Python loop of jitted single solves (``gflow_jax.gradient_flow``); its cost
+- ``loop``: a Python loop of jitted single solves (``gflow_jax.integrate``); its cost
   per solver step is measured on ``--loop-sample`` members and multiplied by all members'
   step counts (a small sample's trajectories/s would miss the heavy tail);
-- ``vmap``: ``jax.jit(jax.vmap(solve))`` — one lockstep while-loop that runs until the
+- ``vmap``: ``jax.jit(jax.vmap(integrate))`` — one lockstep while-loop that runs until the
   slowest member finishes. It is run in full when B ≤ ``--vmap-full``; otherwise its
   time is *estimated* as (measured cost of one lockstep step at batch B) × (the slowest
   member's step count, known from the engine's run of the same solves);
@@ -19,7 +21,7 @@ For each ensemble size B and risk, measured in one run:
 
 Reported: trajectories/s, member-steps (useful = Σ steps of members; evaluated = batch ×
 lockstep steps), ``waste`` = evaluated / useful, and the speed-up over the loop. Each
-solver step costs 6 vector-field evaluations (Tsit5, FSAL) + 1 for the stop rule.
+Tsit5 step costs 6 vector-field evaluations (FSAL) + 1 for the stop rule.
 Compilation is excluded (every variant is warmed up first on the same shapes).
 
     python -m benchmarks.ensemble_throughput --sizes 256 1024 4096 --t1 100 --max-steps 50000
@@ -39,11 +41,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import equinox as eqx  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gflow_jax as gf  # noqa: E402
-from gflow_jax.flow import _gradient_flow, _validate, flow_config  # noqa: E402
 
 WIDTH = 16
 
@@ -62,17 +62,18 @@ def risks():
     }
 
 
-def _vmapped_solver(risk, t1, max_steps, n_save):
-    model = init(jax.random.key(0))
-    params, static, dtype = _validate(model, risk)
-    config, save_ts = flow_config(dtype, t1, max_steps=max_steps, n_save=n_save)
-    t1 = jnp.asarray(t1, dtype)
+def dynamics(args, max_steps: int) -> gf.GradientFlow:
+    """The flow of every variant (library defaults but the tail option and the budget)."""
+    return gf.GradientFlow(tail=args.tail, max_steps=max_steps)
+
+
+def _vmapped_solver(risk, t1, flow, n_save):
+    """``jax.jit(jax.vmap(integrate))``: every member in one lockstep loop."""
 
     @eqx.filter_jit
     def solve(keys):
         def one(key):
-            p, s = gf.partition(init(key))
-            return _gradient_flow(p, s, risk, t1, save_ts, config, throw=False)
+            return gf.integrate(init(key), risk, t1, flow, n_save=n_save, limits=None, throw=False)
 
         return jax.vmap(one)(keys)
 
@@ -84,16 +85,17 @@ def bench_one(name, risk, B, args, key):
     row = {"risk": name, "B": B, "t1": args.t1}
 
     # engine (warm-up on the same shapes first: compilation excluded)
+    flow = dynamics(args, args.max_steps)
     opts = dict(
         chunk_size=args.chunk,
         segment_steps=args.segment,
         n_save=args.n_save,
-        max_steps=args.max_steps,
+        limits=None,
         progress=False,
     )
-    gf.run_ensemble(init, risk, keys[: 2 * args.chunk], args.t1, **opts)  # compiles pool sizes
+    gf.run_ensemble(init, risk, keys[: 2 * args.chunk], args.t1, flow, **opts)  # compiles
     t = time.perf_counter()
-    ens = gf.run_ensemble(init, risk, keys, args.t1, **opts)
+    ens = gf.run_ensemble(init, risk, keys, args.t1, flow, **opts)
     engine_s = time.perf_counter() - t
     steps = np.asarray(ens.num_steps)
     row.update(
@@ -106,20 +108,18 @@ def bench_one(name, risk, B, args, key):
         steps_p90=float(np.percentile(steps, 90)),
         steps_max=int(steps.max()),
         rejected_fraction=float(np.sum(ens.num_rejected) / max(steps.sum(), 1)),
-        converged=ens.fraction().estimate,
+        tail_steps_fraction=float(np.sum(ens.num_tail_steps) / max(steps.sum(), 1)),
+        converged=ens.fraction(gf.Outcome.CONVERGED).estimate,
         hit_max_steps=int(np.sum(steps >= args.max_steps)),
     )
 
     # loop of jitted single solves on a sample
     n_loop = min(args.loop_sample, B)
-    gf.gradient_flow(
-        init(keys[0]), risk, args.t1, n_save=args.n_save, max_steps=args.max_steps, throw=False
-    )
+    single = dict(n_save=args.n_save, limits=None, throw=False)
+    gf.integrate(init(keys[0]), risk, args.t1, flow, **single)
     t = time.perf_counter()
     for i in range(n_loop):
-        tr = gf.gradient_flow(
-            init(keys[i]), risk, args.t1, n_save=args.n_save, max_steps=args.max_steps, throw=False
-        )
+        tr = gf.integrate(init(keys[i]), risk, args.t1, flow, **single)
         tr.final_risk.block_until_ready()
     loop_s = time.perf_counter() - t
     # Step counts are heavy-tailed, so a small sample's trajectories/s is biased; the
@@ -133,7 +133,7 @@ def bench_one(name, risk, B, args, key):
 
     # plain vmap: full run, or lockstep step cost x slowest member
     probe_steps = args.probe_steps
-    probe = _vmapped_solver(risk, args.t1, probe_steps, args.n_save)
+    probe = _vmapped_solver(risk, args.t1, dynamics(args, probe_steps), args.n_save)
     jax.block_until_ready(probe(keys))
     t = time.perf_counter()
     out = jax.block_until_ready(probe(keys))
@@ -141,7 +141,7 @@ def bench_one(name, risk, B, args, key):
     lockstep = int(np.max(np.asarray(out.num_steps)))
     per_lockstep_step = probe_s / max(lockstep, 1)
     if B <= args.vmap_full:
-        full = _vmapped_solver(risk, args.t1, args.max_steps, args.n_save)
+        full = _vmapped_solver(risk, args.t1, flow, args.n_save)
         jax.block_until_ready(full(keys))
         t = time.perf_counter()
         out = jax.block_until_ready(full(keys))
@@ -165,7 +165,8 @@ def bench_one(name, risk, B, args, key):
 def markdown(rows, meta) -> str:
     out = [
         f"Machine: {meta['machine']}, {meta['devices']} JAX device(s); t1 = {meta['t1']}, "
-        f"pool {meta['chunk']}, segment {meta['segment']} steps, max_steps {meta['max_steps']}.",
+        f"pool {meta['chunk']}, segment {meta['segment']} steps, max_steps {meta['max_steps']}, "
+        f"tail {meta.get('tail', 'explicit')}.",
         "",
         "| risk | B | steps median / p90 / max | rejected | loop traj/s | vmap traj/s "
         "| engine traj/s | engine / loop | engine / vmap | waste vmap | waste engine |",
@@ -209,6 +210,12 @@ def main(argv=None):
     p.add_argument("--probe-steps", type=int, default=300)
     p.add_argument("--vmap-full", type=int, default=256)
     p.add_argument("--risks", nargs="+", default=None, help="subset of risk names")
+    p.add_argument(
+        "--tail",
+        choices=["auto", "explicit"],
+        default="auto",
+        help="GradientFlow(tail=...): stiff-tail phase (auto) or Tsit5 throughout",
+    )
     p.add_argument("--out", default="benchmarks/out")
     args = p.parse_args(argv)
 
@@ -227,6 +234,7 @@ def main(argv=None):
         "chunk": args.chunk,
         "segment": args.segment,
         "max_steps": args.max_steps,
+        "tail": args.tail,
         "jax": jax.__version__,
     }
     os.makedirs(args.out, exist_ok=True)

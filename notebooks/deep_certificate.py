@@ -9,8 +9,9 @@
 # %% [markdown]
 # # Deep networks with smooth activations: the ball criterion vs what the flow does
 #
-# Chatterjee (MATH.md §3): if 4 f(θ₀) < r² α(θ₀, r), with α the infimum of ‖∇f‖²/f on the
-# ball B(θ₀, r), the gradient flow stays in the ball and f(θ_t) ≤ e^{−αt} f(θ₀). For
+# Chatterjee (arXiv:2203.16462): if 4 f(θ₀) < r² α(θ₀, r), with α the infimum of
+# ‖∇f‖²/f on the ball B(θ₀, r), the gradient flow stays in the ball and
+# f(θ_t) ≤ e^{−αt} f(θ₀). For
 # feedforward networks with smooth increasing activations, the *positive* initialisation
 # (first layer 0, positive hidden weights, large output weights M) and n ≤ d linearly
 # independent inputs make the criterion hold. This notebook estimates the criterion

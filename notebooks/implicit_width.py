@@ -9,11 +9,12 @@
 # %% [markdown]
 # # Implicit ReLU networks: linear convergence when the width is linear in N
 #
-# Gao & Gao (MATH.md §2): the implicit network z* = relu(γAz* + Wx), N(x) = u z*, trained
-# by gradient flow on ½Σ(N(xᵢ) − yᵢ)², converges to zero loss at a linear rate when
-# m = Ω(N) and γ keeps the equilibrium well posed (γ‖A‖₂ < 1). The study sweeps m/N, N
-# and γ and reports, per cell, the fraction converged, the fraction ill-posed, the median
-# tail rate and σ_min(Z₀)²/m. `GFLOW_SMALL=1` runs a tiny version (what the tests do).
+# Gao & Gao (arXiv:2205.07463): the implicit network z* = relu(γAz* + Wx), N(x) = u z*,
+# trained by gradient flow on ½Σ(N(xᵢ) − yᵢ)², converges to zero loss at a linear rate
+# when m = Ω(N) and γ keeps the equilibrium well posed (γ‖A‖₂ < 1). The study sweeps
+# m/N, N and γ and reports, per cell, the fraction converged, the fraction ill-posed,
+# the median tail rate and σ_min(Z₀)²/m. `GFLOW_SMALL=1` runs a tiny version (what the
+# tests do).
 
 # %%
 import os

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from gflow_jax.ensemble import wilson_interval
 from gflow_jax.experiments import deep_certificate
 from gflow_jax.experiments.deep_certificate import (
     DeepCertificateConfig,
@@ -13,6 +12,7 @@ from gflow_jax.experiments.deep_certificate import (
     table,
 )
 from gflow_jax.outcomes import Outcome
+from gflow_jax.statistics import wilson_interval
 
 CONFIG = deep_certificate.SMALL
 

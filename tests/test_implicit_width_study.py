@@ -1,4 +1,4 @@
-"""The linear-width study of implicit ReLU networks (MATH.md §2), at a tiny size."""
+"""The linear-width study of implicit ReLU networks (Gao & Gao, arXiv:2205.07463), tiny."""
 
 import dataclasses
 import math
@@ -53,7 +53,8 @@ def test_study_dataset(study):
     assert np.all(ds["converged_low"].values <= ds["converged"].values)
     assert np.all(ds["converged"].values <= ds["converged_high"].values)
     total = sum(
-        ds[k].values for k in ("converged", "ill_posed", "diverged", "unfinished", "critical")
+        ds[k].values
+        for k in ("converged", "ill_posed", "diverged", "unfinished", "critical", "solver_failed")
     )
     np.testing.assert_allclose(total, 1.0)
     conv = outcome == int(Outcome.CONVERGED)

@@ -1,25 +1,31 @@
 """Study: how often does Chatterjee's ball criterion certify a deep network, and is it right?
 
-MATH.md §3. For ``n`` linearly independent unit inputs in ``R^d``
+Chatterjee (arXiv:2203.16462) proves that the gradient flow of a loss ``f`` converges
+exponentially fast to a zero of ``f`` inside the ball ``B(θ_0, r)`` whenever
+``4 f(θ_0) < r² α(θ_0, r)``, ``α`` being the smallest ``‖∇f‖²/f`` over the ball, and
+that for deep feedforward networks with smooth increasing activations this holds at his
+*positive* initialisation when the ``n ≤ d`` inputs are linearly independent. For ``n``
+linearly independent unit inputs in ``R^d``
 (:func:`gflow_jax.models.deep.linearly_independent_data`; ``n > d`` cells break the
-hypothesis on purpose) and a :class:`gflow_jax.models.deep.DeepMLP` of depth ``L``, each
-seed draws an initialisation under a *scheme* (``"positive:M"``: Chatterjee's positive
+hypothesis on purpose) and a :class:`gflow_jax.DeepMLP` of depth ``L``, each seed draws
+an initialisation under a *scheme* (``"positive:M"``: Chatterjee's positive
 initialisation with output scale ``M``; ``"lecun"``, ``"he"``, ``"ntk"``: Gaussian), then
 
-1. **certificate** — :func:`gflow_jax.certificates.ball.batched_ball_criterion` at radii
+1. **certificate** — :func:`gflow_jax.certificates.batched_ball_criterion` at radii
    ``r = c · r_0`` for ``c`` in ``radius_factors``, where ``r_0 = 2√(f(θ_0)/ρ(θ_0))`` and
    ``ρ = ‖∇f‖²/f`` at the centre (no radius below ``r_0`` can pass, since ``α ≤ ρ(θ_0)``).
    *Certified* = the ESTIMATED criterion ``4 f(θ_0) < r² α̂`` holds at some scanned ``r``.
    Besides the centre, random points and the adversarial search, ``α̂`` also sees the
    flow's end point when it lies in the ball (a point of an actual flow, as
-   ``trajectory=`` in :func:`~gflow_jax.certificates.ball.ball_criterion`; it can only
+   ``trajectory=`` in :func:`~gflow_jax.certificates.ball_criterion`; it can only
    lower ``α̂``, i.e. make the certificate more conservative);
-2. **flow** — :func:`gflow_jax.ensemble.run_ensemble` integrates the gradient flow of every
-   seed to ``t1`` (run first, so its end points can enter step 1); *converged* = outcome
-   ``CONVERGED`` (``f ≤ risk_tol``).
+2. **flow** — :func:`gflow_jax.run_ensemble` integrates the gradient flow
+   (:class:`gflow_jax.GradientFlow`, Tsit5 with the default controller and stiff-tail
+   phase) of every seed to ``t1`` (run first, so its end points can enter step 1);
+   *converged* = outcome ``CONVERGED`` (``f ≤ risk_tol``).
 
 **Loss normalisation.** :class:`gflow_jax.EmpiricalRisk` with default weights is the mean
-squared error ``f(θ) = (1/n) Σ_i (N_θ(x_i) − y_i)²``, MATH.md §3.3's form. Other
+squared error ``f(θ) = (1/n) Σ_i (N_θ(x_i) − y_i)²``, Chatterjee's form. Other
 normalisations rescale ``f`` by a constant ``c`` and time by ``1/c``: ``α`` and ``β``
 scale by ``c`` and the criterion ``4f < r²α`` is unchanged.
 
@@ -41,16 +47,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ..certificates.ball import (
-    batched_ball_criterion,
-    certification_table,
-)
-from ..ensemble import run_ensemble, wilson_interval
+from ..certificates.ball import batched_ball_criterion
+from ..certificates.rates import tail_rate
+from ..certificates.search import SearchOptions
+from ..dynamics import GradientFlow
+from ..engine import run_ensemble
 from ..models.activations import ACTIVATIONS
 from ..models.base import partition
 from ..models.deep import DeepMLP, linearly_independent_data
 from ..outcomes import Outcome, Stop
 from ..risks.empirical import EmpiricalRisk
+from ..statistics import certification_table, wilson_interval
 from ._io import write_study
 
 __all__ = ["DeepCertificateConfig", "main", "parse_scheme", "plot", "run", "table"]
@@ -96,7 +103,7 @@ class DeepCertificateConfig:
       docstring); ``α̂`` (``β̂``) is made non-increasing (non-decreasing) in ``r``;
     - ``n_random``, ``n_adversarial``, ``ascent_steps``, ``probe_steps``,
       ``hessian_iters``: criterion search effort
-      (:func:`gflow_jax.certificates.ball.ball_criterion`);
+      (:class:`gflow_jax.certificates.SearchOptions`);
     - ``t1``, ``risk_tol``, ``max_steps``: gradient flow horizon, convergence threshold
       (``f ≤ risk_tol``) and solver budget; ``chunk_size``: ensemble pool size.
     """
@@ -187,16 +194,17 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
     flat0 = jax.vmap(lambda p: ravel_pytree(p)[0])(params0)
 
     # -- the flows ------------------------------------------------------------------
+    dynamics = GradientFlow(stop=Stop(risk_tol=config.risk_tol), max_steps=config.max_steps)
     ens = run_ensemble(
         make,
         risk,
         keys,
         config.t1,
+        dynamics,
+        n_save=64,
+        limits=None,  # the study compares certificates with outcomes, not limit classes
         chunk_size=config.chunk_size,
         progress=False,
-        stop=Stop(risk_tol=config.risk_tol),
-        max_steps=config.max_steps,
-        n_save=64,
     )
 
     # -- certificate over the scanned radii ------------------------------------------
@@ -210,7 +218,7 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
     f0, rho0 = map(np.asarray, eqx.filter_jit(eqx.filter_vmap(center_ratio))(models))
     r0 = 2 * np.sqrt(f0 / np.maximum(rho0, np.finfo(float).tiny))
     ckeys = jax.random.split(jax.random.fold_in(keys[0], 7), config.seeds)
-    opts = dict(
+    search = SearchOptions(
         n_random=config.n_random,
         n_adversarial=config.n_adversarial,
         ascent_steps=config.ascent_steps,
@@ -222,7 +230,7 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
     alpha, beta, margin, travel, source = [], [], [], [], []
     for c in config.radius_factors:
         r = np.where(np.isfinite(r0), c * r0, 1.0)
-        rep = batched_ball_criterion(risk, models, r, keys=ckeys, points=points, **opts)
+        rep = batched_ball_criterion(models, risk, r, keys=ckeys, search=search, points=points)
         alpha.append(np.asarray(rep.alpha))
         source.append(np.asarray(rep.alpha_source))
         beta.append(np.asarray(rep.beta))
@@ -250,6 +258,8 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
     fin, ini, t_stop = (np.asarray(a) for a in (ens.final_risk, ens.initial_risk, ens.t_stop))
     with np.errstate(divide="ignore", invalid="ignore"):
         observed = np.where(t_stop > 0, -np.log(fin / ini) / t_stop, np.nan)
+    rate, _ = jax.vmap(tail_rate)(jnp.broadcast_to(ens.ts, ens.risk.shape), ens.risk)
+    rate = np.asarray(rate)
     distance = np.linalg.norm(np.asarray(ens.final_params) - np.asarray(flat0), axis=-1)
     return dict(
         certified=certified,
@@ -269,7 +279,7 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
         final_risk=fin,
         t_stop=t_stop,
         observed_rate=observed,
-        tail_rate=np.asarray(ens.tail_rate),
+        tail_rate=rate,
         final_distance=distance,
     )
 
@@ -279,12 +289,12 @@ def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
 
     Per seed (dims ``scheme, depth, n, seed``): ``certified``, ``converged``, ``outcome``,
     ``initial_risk``, ``center_ratio`` ``ρ(θ_0)``, ``base_radius`` ``r_0``, ``alpha_hat``
-    / ``alpha_source`` (a :class:`~gflow_jax.certificates.ball.Search` code) /
+    / ``alpha_source`` (a :class:`gflow_jax.certificates.Search` code) /
     ``beta_hat`` / ``margin`` / ``travel_bound`` (also over ``radius_factor``),
     ``alpha_certified`` / ``radius_certified`` / ``travel_certified`` (at the smallest
     certified radius, NaN if none), ``final_risk``, ``t_stop``, ``observed_rate``
     ``−log(f(t_stop)/f(0))/t_stop`` (≥ α whenever the criterion truly holds),
-    ``tail_rate``, ``final_distance`` ``‖θ_stop − θ_0‖``.
+    ``tail_rate`` (:func:`gflow_jax.certificates.tail_rate`), ``final_distance`` ``‖θ_stop − θ_0‖``.
 
     Per cell (dims ``scheme, depth, n``): ``frac_certified``, ``frac_converged`` with
     ``*_low``/``*_high`` (Wilson 95 %), ``table`` (2×2 counts, dims ``certified_row``,
@@ -386,7 +396,8 @@ def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
         attrs={
             "study": "deep_certificate",
             "description": "Chatterjee ball criterion (ESTIMATED: alpha_hat >= alpha) vs the "
-            "gradient flow of DeepMLP on n linearly independent inputs (MATH.md §3).",
+            "gradient flow of DeepMLP on n linearly independent inputs (Chatterjee, "
+            "arXiv:2203.16462).",
             "loss": "mean squared error (1/n) sum_i (N(x_i) - y_i)^2",
             **{
                 f"config_{f.name}": _attr(getattr(config, f.name))
