@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Key, PRNGKeyArray, PyTree, UInt32
 
 from ._checks import positive_int
 from .dynamics.analysis import decay_of, limit_of
@@ -53,9 +53,9 @@ def _init_pool(dynamics, problem, params, frozen):
 
 @eqx.filter_jit
 def _advance_pool(dynamics, problem, state, frozen, steps: int, phase: int):
-    return jax.vmap(
-        lambda s, f: dynamics.advance(_member_problem(problem, f), s, steps, phase)
-    )(state, frozen)
+    return jax.vmap(lambda s, f: dynamics.advance(_member_problem(problem, f), s, steps, phase))(
+        state, frozen
+    )
 
 
 @eqx.filter_jit
@@ -161,7 +161,7 @@ def _build_members(init, keys):
 def run_ensemble(
     init: Callable[[PRNGKeyArray], Any],
     risk,
-    keys: PRNGKeyArray,
+    keys: Key[Array, " batch"] | UInt32[Array, "batch 2"],
     t1: float,
     dynamics: AbstractDynamics | None = None,
     *,
@@ -228,8 +228,16 @@ def run_ensemble(
     bar = _progress(batch, progress)
     try:
         store, stats = _schedule(
-            dynamics, problem, params, frozen, batch, chunk_size, segment_steps, compact,
-            devices, bar,
+            dynamics,
+            problem,
+            params,
+            frozen,
+            batch,
+            chunk_size,
+            segment_steps,
+            compact,
+            devices,
+            bar,
         )
     finally:
         if bar is not None:
@@ -250,9 +258,7 @@ def _schedule(dynamics, problem, params, frozen, batch, chunk_size, segment_step
     store = None
     for start in range(0, batch, cap):
         idx = np.arange(start, start + cap).clip(max=batch - 1)
-        out = jax.device_get(
-            _init_pool(dynamics, problem, _take(params, idx), _take(frozen, idx))
-        )
+        out = jax.device_get(_init_pool(dynamics, problem, _take(params, idx), _take(frozen, idx)))
         if store is None:
             store = jtu.tree_map(lambda x: np.empty((batch + 1,) + x.shape[1:], x.dtype), out)
         n = min(cap, batch - start)
@@ -297,7 +303,12 @@ def _schedule(dynamics, problem, params, frozen, batch, chunk_size, segment_step
         seg = segment_steps * max(1, cap // size)  # smaller pools run longer segments
         seg = max(1, min(seg, budget - int(steps_before[live].max())))  # exact budget
         pool = _advance_on_devices(
-            dynamics, problem, _take(store, slots), _take(frozen_store, slots), devices, seg,
+            dynamics,
+            problem,
+            _take(store, slots),
+            _take(frozen_store, slots),
+            devices,
+            seg,
             phase,
         )
         segments += 1
@@ -328,11 +339,15 @@ def _assemble(dynamics, problem, store, params, frozen, limits, batch, chunk_siz
     for start in range(0, batch, cap):
         idx = np.arange(start, start + cap).clip(max=batch - 1)
         out = _finish_pool(
-            dynamics, problem, jax.device_put(_take(store, idx)), _take(params, idx),
-            _take(frozen, idx), limits,
+            dynamics,
+            problem,
+            jax.device_put(_take(store, idx)),
+            _take(params, idx),
+            _take(frozen, idx),
+            limits,
         )
         pieces.append(jax.device_get(_take(out, slice(0, min(cap, batch - start)))))
-    traj, limit, decay = jtu.tree_map(lambda *xs: np.concatenate(xs), *pieces)
+    traj, limit, decay = jtu.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)), *pieces)
     ts = np.asarray(problem.save_ts)
     keep = np.ones(ts.shape, bool)
     if np.isinf(float(problem.t1)):  # trim the grid to the times some member reached

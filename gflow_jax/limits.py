@@ -178,7 +178,11 @@ class LimitAnalysis(eqx.Module):
       ``1e-8`` in float64, ``1e-4`` in float32.
     - `distance_factor`: the refined point is this flow's limit only if
       ``‖θ_ref − θ_stop‖ ≤ distance_factor · d_ref`` (``inf`` disables the test).
-      Default ``10``.
+      Default ``2``: with ``d_ref`` the path length of the last decade of time, a tail
+      with ``‖θ_t − θ*‖ ∝ t^{−q}``, ``q ≥ 1/2`` (e.g. ``L = Σθ⁴``: ``q = 1/2``), or an
+      exponential tail has ``‖θ_stop − θ*‖ ≤ d_ref``; the factor 2 leaves room for the
+      refinement's own error while refusing zeros that a flow in its transient has not
+      reached.
     - `max_steps`: most trust-region Newton trials (each one Hessian and one ``eigh``).
       Default ``200``.
     - `max_params`: flows with more trainable parameters are not analysed (the dense
@@ -192,7 +196,7 @@ class LimitAnalysis(eqx.Module):
 
     zero_risk: float | None = eqx.field(static=True, default=None)
     curvature_rtol: float | None = eqx.field(static=True, default=None)
-    distance_factor: float = eqx.field(static=True, default=10.0)
+    distance_factor: float = eqx.field(static=True, default=2.0)
     max_steps: int = eqx.field(static=True, default=200)
     max_params: int = eqx.field(static=True, default=4096)
     kink_tol: float | None = eqx.field(static=True, default=None)

@@ -122,8 +122,12 @@ def test_gd_saves_at_iterate_times(lsq):
     X, y, theta0, risk = lsq
     lr = 0.05
     traj = gf.integrate(
-        Linear(jnp.asarray(theta0)), risk, 1.0, gf.GradientDescent(lr, stop=NEVER),
-        save_ts=[0.0, 0.01, 0.26, 1.0], limits=None,
+        Linear(jnp.asarray(theta0)),
+        risk,
+        1.0,
+        gf.GradientDescent(lr, stop=NEVER),
+        save_ts=[0.0, 0.01, 0.26, 1.0],
+        limits=None,
     )
     np.testing.assert_allclose(np.asarray(traj.ts) / lr, [0, 1, 6, 20], atol=1e-9)
     theta, N = np.asarray(theta0, float), X.shape[0]

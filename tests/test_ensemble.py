@@ -229,8 +229,16 @@ def test_gd_ensemble_matches_gradient_descent(risk):
     keys = jax.random.split(jax.random.key(3), 5)
     gd = gf.GradientDescent(0.05, max_steps=300)
     ens = run_ensemble(
-        init, risk, keys, math.inf, gd, n_save=8, chunk_size=2, segment_steps=64,
-        limits=None, progress=False,
+        init,
+        risk,
+        keys,
+        math.inf,
+        gd,
+        n_save=8,
+        chunk_size=2,
+        segment_steps=64,
+        limits=None,
+        progress=False,
     )
     assert ens.stats["segments"] > 5  # compacted in segments, not one lockstep loop
     for i in range(5):
@@ -325,7 +333,11 @@ def test_exploding_member_is_diverged_and_isolated():
 
     stop = gf.Stop(bound=10.0)
     opts = dict(
-        chunk_size=4, segment_steps=SEGMENT, n_save=8, progress=False, limits=None,
+        chunk_size=4,
+        segment_steps=SEGMENT,
+        n_save=8,
+        progress=False,
+        limits=None,
         dynamics=gf.GradientFlow(stop=stop, tail="explicit"),
     )
     ens = run_ensemble(init, BlowUp(), keys, 1.0, **opts)

@@ -94,7 +94,9 @@ def descend(
 ):
     """``steps`` iterations of ``gf.GradientDescent``, saved at :func:`step_grid` iterates."""
     dynamics = gf.GradientDescent(
-        learning_rate, optimizer=optimizer, stop=gf.Stop() if stop is None else stop,
+        learning_rate,
+        optimizer=optimizer,
+        stop=gf.Stop() if stop is None else stop,
         max_steps=steps,
     )
     return gf.integrate(

@@ -69,10 +69,21 @@ class GradientDescent(AbstractDynamics):
     def resolve(self, dtype) -> GradientDescent:
         return GradientDescent(
             learning_rate=self.learning_rate,
-            optimizer=optax.sgd(self.learning_rate) if self.optimizer is None else self.optimizer,
+            optimizer=self.optimizer,
             stop=self.stop.resolve(dtype),
             max_steps=self.max_steps,
         )
+
+    def _update(self, grad: PyTree, opt_state: PyTree, params: PyTree):
+        """One optimizer update; plain SGD ``θ − η∇L`` without Optax state by default.
+
+        (The default is not ``optax.sgd(η)`` built on the fly: a new transformation per
+        call would defeat the compilation cache.)
+        """
+        if self.optimizer is None:
+            eta = self.learning_rate
+            return jtu.tree_map(lambda g: -eta * g, grad), opt_state
+        return self.optimizer.update(grad, opt_state, params)
 
     def save_times(self, save_ts: np.ndarray) -> np.ndarray:
         """Save times rounded up to iterate times ``k η`` (values are those iterates')."""
@@ -80,7 +91,8 @@ class GradientDescent(AbstractDynamics):
         return np.ceil(np.asarray(save_ts) / eta - 1e-9) * eta
 
     def init(self, problem: Problem, params: PyTree) -> State:
-        return initial_state(problem, params, self.optimizer.init(params))
+        inner = None if self.optimizer is None else self.optimizer.init(params)
+        return initial_state(problem, params, inner)
 
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
         eta = jnp.asarray(self.learning_rate, problem.t1.dtype)
@@ -113,7 +125,7 @@ class GradientDescent(AbstractDynamics):
             out_of_budget = k >= self.max_steps
             finished = stopped | out_of_time | out_of_budget
             pause = finished | (k >= k_end)
-            updates, opt_state = self.optimizer.update(grad, s.inner, s.y)
+            updates, opt_state = self._update(grad, s.inner, s.y)
             y = optax.apply_updates(s.y, updates)
             keep = lambda old, new: jtu.tree_map(lambda a, b: jnp.where(pause, a, b), old, new)
             verdict = jnp.where(

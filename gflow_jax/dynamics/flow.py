@@ -214,7 +214,13 @@ class GradientFlow(AbstractDynamics):
         controller = _recording(self.controller).wrap(1)
         t0 = jnp.zeros_like(problem.t1)
         tnext, cstate = controller.init(
-            term, t0, problem.t1, params, self.dt0, None, self.solver.func,
+            term,
+            t0,
+            problem.t1,
+            params,
+            self.dt0,
+            None,
+            self.solver.func,
             self.solver.error_order(term),
         )
         tnext = jnp.minimum(tnext, problem.t1)
@@ -235,9 +241,7 @@ class GradientFlow(AbstractDynamics):
         if phase == TAIL and tail is None:
             raise ValueError("this GradientFlow has no tail phase (tail='explicit').")
         solver = self.solver if phase == EXPLICIT else tail
-        solver_state = (
-            state.inner.explicit_state if phase == EXPLICIT else state.inner.tail_state
-        )
+        solver_state = state.inner.explicit_state if phase == EXPLICIT else state.inner.tail_state
         stop = self.stop
 
         def save_report(t, y, args):
@@ -323,13 +327,17 @@ class GradientFlow(AbstractDynamics):
         tail = self.tail_solver
         term = self._term(problem)
         index, vector = stiffness_index(
-            lambda y: problem.field(None, y, None), state.y, state.inner.dt,
+            lambda y: problem.field(None, y, None),
+            state.y,
+            state.inner.dt,
             state.inner.stiff_vector,
         )
         switch = ~state.finished & (index >= self.stiffness_threshold)
         t, dt = state.t, state.inner.dt
-        tnext, cstate = _recording(self.controller).wrap(1).init(
-            term, t, problem.t1, state.y, dt, None, tail.func, tail.error_order(term)
+        tnext, cstate = (
+            _recording(self.controller)
+            .wrap(1)
+            .init(term, t, problem.t1, state.y, dt, None, tail.func, tail.error_order(term))
         )
         tail_state = tail.init(term, t, jnp.minimum(tnext, problem.t1), state.y, None)
         pick = lambda new, old: jtu.tree_map(lambda a, b: jnp.where(switch, a, b), new, old)

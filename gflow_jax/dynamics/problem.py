@@ -56,9 +56,7 @@ class Problem(eqx.Module):
         """:meth:`diagnose` and the gradient ``∇L(θ)`` from one evaluation."""
         value, grad = self.risk_and_grad(params)
         grad_norm, param_norm = tree_norm(grad), tree_norm(params)
-        code = classify(
-            value, grad_norm**2, param_norm, is_well_posed(self.model(params)), stop
-        )
+        code = classify(value, grad_norm**2, param_norm, is_well_posed(self.model(params)), stop)
         return Diagnosis(value, grad_norm, param_norm, code), grad
 
     def diagnose(self, params: PyTree, stop: Stop) -> Diagnosis:

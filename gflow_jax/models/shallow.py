@@ -151,7 +151,7 @@ class ShallowReLU(AbstractModel):
         An ``(n, width)`` array in output-of-a-neuron units. ``N_θ(x_i)`` is smooth in θ
         where no ``s_ij`` is zero; neuron ``j`` is active at ``x_i`` iff ``s_ij > 0``.
         """
-        return self._check_x(x) @ self.w.T + self.b
+        return self._check_x(x) @ self.w.T + self.b[None, :]
 
     def switching_scales(self) -> Float[Array, " width"]:
         """``‖(w_j, b_j)‖ = sqrt(‖w_j‖² + b_j²)``, the norm of each neuron's coefficients.
@@ -176,7 +176,7 @@ class ShallowReLU(AbstractModel):
 
         The outputs ``(n, d_out)``.
         """
-        return relu(self.switching_functions(x)) @ self.v.T + self.c
+        return relu(self.switching_functions(x)) @ self.v.T + self.c[None, :]
 
     def well_posed(self) -> Bool[Array, ""]:
         """Always ``True``: an explicit network is defined for every θ."""

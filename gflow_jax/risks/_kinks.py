@@ -48,7 +48,7 @@ def switching_margin(
     ratio = jnp.abs(s)
     if isinstance(model, (ShallowReLU, DeepMLP)):
         scale = model.switching_scales()
-        positive = scale > 0
-        ratio = jnp.where(positive, ratio / jnp.where(positive, scale, 1.0), 0.0)
+        positive = (scale > 0)[None, :]
+        ratio = jnp.where(positive, ratio / jnp.where(positive, scale[None, :], 1.0), 0.0)
     ratio = jnp.where((weights > 0)[:, None], ratio, jnp.asarray(jnp.inf, ratio.dtype))
     return jnp.min(ratio)
