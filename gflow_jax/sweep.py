@@ -16,9 +16,10 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from ._storage import write_atomic
 
 
 def _scalar(value):
@@ -38,21 +39,6 @@ def cell_filename(settings: Mapping[str, Any]) -> str:
     readable = "_".join(f"{k}={settings[k]}" for k in settings)
     readable = "".join(c if c.isalnum() or c in "=._-" else "-" for c in readable)[:80]
     return f"cell_{readable}_{digest}.nc"
-
-
-def write_atomic(dataset, path: str | os.PathLike) -> None:
-    """Write a Dataset to ``path`` (netCDF via h5netcdf) so that it appears whole or not."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        dataset.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def run_sweep(

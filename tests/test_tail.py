@@ -15,6 +15,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from gflow_jax._numerics import fixed_unit_vector  # noqa: E402
+from gflow_jax.dynamics.flow import _recording  # noqa: E402
 from gflow_jax.dynamics.tail import ExponentialTail, phi1_phi3, stiffness_index  # noqa: E402
 
 P = 25
@@ -188,34 +189,9 @@ def test_stiffness_index_is_dt_times_largest_hessian_eigenvalue():
     assert abs(abs(float(v @ ROT[:, -1])) - 1) < 1e-6  # the top eigenvector
 
 
-class _RecordNextStep(diffrax.AbstractAdaptiveStepSizeController):
-    """A controller wrapper that records the proposed next ``dt`` (needed to resume)."""
-
-    inner: diffrax.PIDController
-
-    rtol = property(lambda self: self.inner.rtol)
-    atol = property(lambda self: self.inner.atol)
-    norm = property(lambda self: self.inner.norm)
-
-    def __check_init__(self):
-        pass
-
-    def wrap(self, direction):
-        return _RecordNextStep(self.inner.wrap(direction))
-
-    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
-        tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return tnext, (state, tnext - t0)
-
-    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
-        keep, tprev, tnext, jump, inner, result = self.inner.adapt_step_size(
-            t0, t1, y0, y1_candidate, args, y_error, error_order, state[0]
-        )
-        return keep, tprev, tnext, jump, (inner, tnext - tprev), result
-
-
 T_END = 1e3
-CONTROLLER = _RecordNextStep(diffrax.PIDController(rtol=1e-8, atol=1e-12))
+# the engine's controller wrapper, which records the next step for resuming
+CONTROLLER = _recording(diffrax.PIDController(rtol=1e-8, atol=1e-12))
 
 
 def _segment(y0, t0, dt0, controller_state, made_jump, t_interrupt, problem, grad_stop, t_end):
