@@ -11,6 +11,7 @@ BENCHMARKS = [
     ("benchmarks.ensemble_throughput", []),
     ("benchmarks.population_vs_empirical", ["--n", "32", "--t1", "100"]),
     ("benchmarks.implicit_cost", []),
+    ("benchmarks.limit_labelling", ["--n", "1024"]),
 ]
 
 

@@ -257,8 +257,12 @@ def test_too_far_against_the_reference_distance():
     far = _analyse(double_well, start, 1e-6)
     assert _codes(far) == (Limit.UNRESOLVED, LimitReason.TOO_FAR)
     np.testing.assert_allclose(float(far.refine_distance), 5.0, rtol=1e-10)
-    # the same refinement is accepted when the flow's recent path is long enough
-    near = _analyse(double_well, start, 1.0)
+    # the same refinement is accepted when the flow's recent path is long enough: the
+    # default factor 2 accepts a zero within 2 × the reference distance (here 5 ≤ 2 × 3)
+    assert LimitAnalysis().distance_factor == 2.0
+    just_short = _analyse(double_well, start, 2.4)
+    assert _codes(just_short) == (Limit.UNRESOLVED, LimitReason.TOO_FAR)
+    near = _analyse(double_well, start, 3.0)
     assert _codes(near) == (Limit.ZERO_RISK, LimitReason.NONE)
     np.testing.assert_allclose(near.limit_params, [1.0, 0.0], atol=1e-10)
     assert (float(near.limit_min_eig), float(near.limit_max_eig)) == pytest.approx((2.0, 8.0))
