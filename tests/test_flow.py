@@ -1,6 +1,6 @@
 """Gradient flow against independent truth: the closed form of linear least squares, the
 energy identity along a ReLU trajectory, the Lyapunov function of the constant-target
-problem (MATH.md §1.6), finite differences through the solver, float32."""
+problem (Jentzen & Riekert, arXiv 2107.04479), finite differences through the solver, float32."""
 
 from typing import ClassVar
 
@@ -135,7 +135,8 @@ def relu_trajectory():
 
 
 def test_energy_identity_relu(relu_trajectory):
-    """L(θ0) − L(θ_t) = ∫_0^t ‖∇L(θ_s)‖² ds (MATH.md §1.4), Simpson on a dense grid."""
+    """L(θ0) − L(θ_t) = ∫_0^t ‖∇L(θ_s)‖² ds (the energy identity of a gradient flow),
+    Simpson on a dense grid."""
     x, risk, traj = relu_trajectory
     # activation patterns change along this trajectory (kinks cross data points), so
     # ‖∇L‖² has jumps in s: Simpson is O(h) there, ~5e-7 relative on this grid.
@@ -166,7 +167,8 @@ def test_energy_identity_relu(relu_trajectory):
 
 
 def test_lyapunov_along_trajectory():
-    """V(θ_t) − V(θ_0) = −8 ∫_0^t L(θ_s) ds and L(θ_t) ≤ V(θ_0)/(8t) (MATH.md §1.6).
+    """V(θ_t) − V(θ_0) = −8 ∫_0^t L(θ_s) ds and L(θ_t) ≤ V(θ_0)/(8t) (the constant-target
+    Lyapunov function of Jentzen & Riekert, arXiv 2107.04479).
     (Same shapes and options as the energy-identity flow: one compiled solve.)"""
     xi = -0.4
     x = jax.random.uniform(jax.random.key(1), (16, 1), minval=-1.0, maxval=1.0)

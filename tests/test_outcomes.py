@@ -20,7 +20,8 @@ from gflow_jax.risks.targets import Affine, sample_data
 
 ALPHA, BETA, N = 1.0, 0.5, 21
 # Empirical measure on the N-point grid of [0, 1]: the best constant fit of αx + β has
-# risk α² Var_N(x) = α² (N + 1) / (12 (N − 1))  (→ α²/12, MATH.md §1.7, as N → ∞).
+# risk α² Var_N(x) = α² (N + 1) / (12 (N − 1)) (→ α²/12 as N → ∞: the dead-neuron
+# critical value of Jentzen & Riekert, arXiv 2107.04479).
 CONSTANT_FIT_RISK = ALPHA**2 * (N + 1) / (12 * (N - 1))
 
 
