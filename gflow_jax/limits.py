@@ -198,6 +198,7 @@ class LimitAnalysis(eqx.Module):
     curvature_rtol: float | None = eqx.field(static=True, default=None)
     distance_factor: float = eqx.field(static=True, default=2.0)
     max_steps: int = eqx.field(static=True, default=200)
+    zero_search_steps: int = eqx.field(static=True, default=64)
     max_params: int = eqx.field(static=True, default=4096)
     kink_tol: float | None = eqx.field(static=True, default=None)
 
@@ -214,6 +215,7 @@ class LimitAnalysis(eqx.Module):
             "LimitAnalysis.distance_factor", self.distance_factor, positive=True, allow_inf=True
         )
         _check_int("LimitAnalysis.max_steps", self.max_steps, minimum=1)
+        _check_int("LimitAnalysis.zero_search_steps", self.zero_search_steps, minimum=0)
         _check_int("LimitAnalysis.max_params", self.max_params, minimum=1)
         if self.kink_tol is not None:
             _check_number("LimitAnalysis.kink_tol", self.kink_tol, positive=False)
@@ -235,6 +237,7 @@ class LimitAnalysis(eqx.Module):
             ),
             distance_factor=self.distance_factor,
             max_steps=self.max_steps,
+            zero_search_steps=self.zero_search_steps,
             max_params=self.max_params,
             kink_tol=math.sqrt(eps) if self.kink_tol is None else self.kink_tol,
         )
@@ -358,6 +361,10 @@ def mark_unresolved(
 _SECULAR_ITERS = 32  # Moré–Hebden iterations for the Levenberg–Marquardt parameter
 _ACCEPT = 1e-4  # accept a trial if it achieves this fraction of the predicted decrease
 _SHRINK, _GROW = 0.25, 2.0  # trust-radius factors (shrink below ρ = 1/4, grow above 3/4)
+_BISECTIONS = 64  # bisections for the trust-region parameter of the zero search
+# the zero search gives up where the local model cannot reach a zero: Newton decrement
+# < L/16 (near a regular zero set the decrement is ≈ L; for L ~ |θ|^{2k} it is ≥ L/2)
+_REACH = 1 / 16
 
 
 def _norm(x):
@@ -419,6 +426,134 @@ def _trust_step(c, lam, keep, radius):
     # guarantee the bound whatever the iterations left (and d = 0 for radius = 0)
     d = d * jnp.where(nd > radius, radius / jnp.where(nd > 0, nd, 1), 1)
     return jnp.where(radius > 0, d, 0)
+
+
+def _descent_step(c, lam, keep, radius, damping):
+    """The damped saddle-free Newton step of the zero search, of length ``≤ radius``:
+    ``d(μ) = −c/(|λ| + ν + μ)`` in the eigenbasis on the directions of numerical rank
+    (`keep`; zero elsewhere), with the damping ``ν = ‖∇L‖`` and ``μ = 0`` if that step
+    fits, else the ``μ > 0`` with ``‖d(μ)‖ = radius`` (bisection).
+
+    With ``|λ|`` a negative eigenvalue is a direction of descent to follow, not a step
+    towards a saddle. Near a zero set the Hessian is ``JᵀJ`` plus a residual term whose
+    eigenvalues are ``O(L^{1/2})`` of either sign and carry no information; the damping
+    ``ν = ‖∇L‖`` (Levenberg–Marquardt with ``μ_k = ‖F(θ_k)‖``, Yamashita & Fukushima 2001,
+    quadratically convergent to non-isolated solutions under a local error bound) keeps
+    the step out of those directions, and the step is the Gauss–Newton step normal to the
+    zero set."""
+    tiny = jnp.finfo(lam.dtype).tiny
+    a = jnp.where(keep, jnp.abs(lam), 1)
+    c = jnp.where(keep, c, 0)
+    safe_radius = jnp.maximum(radius, tiny)
+
+    a = a + damping
+
+    def step(mu):
+        return -c / (a + mu)
+
+    # ‖d(μ)‖ ≤ ‖c‖/μ: at μ = ‖c‖/radius the step is inside the region
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        inside = jnp.linalg.norm(step(mid)) <= radius
+        return jnp.where(inside, lo, mid), jnp.where(inside, mid, hi)
+
+    hi0 = jnp.linalg.norm(c) / safe_radius + tiny
+    _, hi = lax.fori_loop(0, _BISECTIONS, body, (jnp.zeros_like(hi0), hi0))
+    newton = step(jnp.zeros((), lam.dtype))
+    d = jnp.where(jnp.linalg.norm(newton) <= radius, newton, step(hi))
+    nd = jnp.linalg.norm(d)
+    d = d * jnp.where(nd > radius, radius / jnp.where(nd > 0, nd, 1), 1)
+    return jnp.where(radius > 0, d, 0)
+
+
+class _ZeroSearch(eqx.Module):
+    theta: Array
+    value: Array
+    grad: Array
+    grad_c: Array
+    lam: Array
+    vecs: Array
+    radius: Array
+    steps: Array
+    stalled: Array
+
+
+def _search_zero(loss, theta_stop, local0, ball, zero_risk, max_steps: int) -> _ZeroSearch:
+    """Minimise ``L`` over the ball ``‖θ − θ_stop‖ ≤ ball`` by trust-region Newton steps
+    (:func:`_descent_step`, trials projected onto the ball), until ``|L| ≤ zero_risk``, the
+    Newton decrement falls below ``L/16`` (the local model cannot reach a zero: a positive
+    minimum, or a saddle), the radius collapses, or ``max_steps`` trials. A trial is
+    accepted if ``L`` decreases by ``≥ 10⁻⁴`` of the model's prediction."""
+    value0, grad0, lam0, vecs0, finite0 = local0
+    dtype = theta_stop.dtype
+    eps = jnp.finfo(dtype).eps
+    bounded = jnp.isfinite(ball)
+    newton_length = jnp.linalg.norm(_newton(vecs0.T @ grad0, lam0, _kept(lam0))[0])
+    radius0 = jnp.where(bounded, ball, jnp.maximum(newton_length, eps))
+
+    def project(theta):
+        offset = theta - theta_stop
+        norm = jnp.linalg.norm(offset)
+        shrink = jnp.where(bounded & (norm > ball), ball / jnp.where(norm > 0, norm, 1), 1)
+        return theta_stop + offset * shrink
+
+    def done(s: _ZeroSearch):
+        _, decrement = _newton(s.grad_c, s.lam, _kept(s.lam))
+        return (
+            (jnp.abs(s.value) <= zero_risk)
+            | (decrement < _REACH * jnp.abs(s.value))
+            | s.stalled
+            | (s.steps >= max_steps)
+        )
+
+    def body(s: _ZeroSearch) -> _ZeroSearch:
+        keep = _kept(s.lam)
+        d = _descent_step(s.grad_c, s.lam, keep, s.radius, jnp.linalg.norm(s.grad))
+        theta_t = project(s.theta + s.vecs @ d)
+        d = s.vecs.T @ (theta_t - s.theta)  # the step actually taken (after projection)
+        norm_d = jnp.linalg.norm(d)
+        value_t, grad_t, lam_t, vecs_t, finite_t = _local(loss, theta_t)
+        curvature = jnp.where(keep, jnp.abs(s.lam), 0)
+        predicted = -(jnp.dot(s.grad_c, d) + 0.5 * jnp.sum(curvature * d**2))
+        rho = (s.value - value_t) / jnp.where(predicted > 0, predicted, 1)
+        good = (predicted > 0) & (rho >= _ACCEPT)
+        accept = finite_t & (good | (jnp.abs(value_t) <= zero_risk))
+        radius = jnp.where(
+            ~accept | (rho < 0.25),
+            _SHRINK * jnp.minimum(s.radius, norm_d),
+            jnp.where((rho > 0.75) & (norm_d >= 0.99 * s.radius), _GROW * s.radius, s.radius),
+        )
+        radius = jnp.where(bounded, jnp.minimum(radius, 2 * ball), radius)
+
+        def pick(new, old):
+            return jnp.where(accept, new, old)
+
+        theta = pick(theta_t, s.theta)
+        return _ZeroSearch(
+            theta=theta,
+            value=pick(value_t, s.value),
+            grad=pick(grad_t, s.grad),
+            grad_c=pick(vecs_t.T @ grad_t, s.grad_c),
+            lam=pick(lam_t, s.lam),
+            vecs=pick(vecs_t, s.vecs),
+            radius=radius,
+            steps=s.steps + 1,
+            stalled=radius <= eps * jnp.maximum(1, jnp.linalg.norm(theta)),
+        )
+
+    init = _ZeroSearch(
+        theta=theta_stop,
+        value=value0,
+        grad=grad0,
+        grad_c=vecs0.T @ grad0,
+        lam=lam0,
+        vecs=vecs0,
+        radius=jnp.where(finite0, radius0, 0).astype(dtype),
+        steps=jnp.zeros((), jnp.int32),
+        stalled=~finite0,
+    )
+    return lax.while_loop(lambda s: ~done(s), body, init)
 
 
 class _State(eqx.Module):
@@ -631,18 +766,34 @@ def analyse_limit(
             margin=pick(margin_at(theta_t), s.margin),
         )
 
+    # 1. a zero of the risk in the ball B(θ_stop, allowed) makes the limit ZERO_RISK
+    found = _search_zero(
+        loss,
+        theta_stop,
+        (value0, grad0, lam0, vecs0, finite0),
+        allowed,
+        zero_risk,
+        options.zero_search_steps,
+    )
+    zero_found = finite0 & is_zero(found.value) & jnp.all(jnp.isfinite(found.theta))
+
+    def start(a, b):
+        return jnp.where(zero_found, a, b)
+
+    # 2. otherwise, the critical point of ∇L = 0 nearest θ_stop (a zero found in step 1
+    # starts there and stops at once)
     init = _State(
-        theta=theta_stop,
-        value=value0,
-        grad=grad0,
-        lam=lam0,
-        vecs=vecs0,
+        theta=start(found.theta, theta_stop),
+        value=start(found.value, value0),
+        grad=start(found.grad, grad0),
+        lam=start(found.lam, lam0),
+        vecs=start(found.vecs, vecs0),
         finite=finite0,
         radius=jnp.where(finite0, radius0, 0).astype(dtype),
         steps=jnp.zeros((), jnp.int32),
         stalled=jnp.zeros((), bool),
         progress=jnp.ones((), bool),
-        margin=margin_at(theta_stop),
+        margin=margin_at(start(found.theta, theta_stop)),
     )
     final = lax.while_loop(lambda s: ~done(s), body, init)
 
@@ -697,7 +848,7 @@ def analyse_limit(
         limit_num_negative=jnp.where(final.finite, num_negative, -1).astype(jnp.int32),
         limit_num_zero=jnp.where(final.finite, num_zero, -1).astype(jnp.int32),
         refine_distance=distance,
-        refine_steps=final.steps,
+        refine_steps=found.steps + final.steps,
         limit_kink_margin=final.margin if kink_margin is not None else nan,
         limit_params=theta,
     )
