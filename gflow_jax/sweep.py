@@ -129,7 +129,12 @@ class _JSONText:
             fh.write(self.text)
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def write_json(value, path: str | os.PathLike) -> None:
+    """Write `value` as JSON to `path`, atomically (through :func:`write_atomic`)."""
+    write_atomic(_JSONText(value), path)
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Human-readable differences between two JSON values, one line per key."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -140,7 +145,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
             elif key not in new:
                 out.append(f"{name}: stored {old[key]!r}, now absent")
             else:
-                out += _differences(old[key], new[key], name)
+                out += differences(old[key], new[key], name)
         return out
     if old != new:
         return [f"{prefix or 'value'}: stored {old!r}, now {new!r}"]
@@ -404,7 +409,7 @@ def _prepare_store(store: str, settings_json: dict, overwrite: bool) -> None:
         stored = {k: old.get(k) for k in settings_json}
         if old.get("format") == "gflow_jax.sweep/1":
             stored = {**settings_json, "grid": old["grid"]}
-        diff = _differences(stored, settings_json)
+        diff = differences(stored, settings_json)
         if diff and not overwrite:
             raise ValueError(
                 f"{store} holds a sweep with another configuration:\n  "
@@ -423,7 +428,7 @@ def _prepare_store(store: str, settings_json: dict, overwrite: bool) -> None:
         "versions": package_versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    write_atomic(_JSONText(manifest), path)
+    write_json(manifest, path)
 
 
 # ----------------------------------------------------------------------------------

@@ -62,9 +62,14 @@ from ..models.implicit import ImplicitReLU
 from ..outcomes import Outcome, SolverVerdict, Stop
 from ..risks.empirical import EmpiricalRisk
 from ..statistics import wilson_interval
-from ._io import write_study
+from ..sweep import run_sweep
+from ._config import config_dict
+from ._io import write_study, write_text
 
-__all__ = ["ImplicitWidthConfig", "make_data", "plot", "run", "table"]
+__all__ = ["PRESETS", "ImplicitWidthConfig", "make_data", "plot", "report", "run", "table"]
+
+NAME = "implicit_width"
+DESCRIPTION = "Gao-Gao: implicit ReLU nets, fraction converged and linear rate vs width m/N"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +184,9 @@ def _features(model: ImplicitReLU, x):
     return lam, jnp.sum(z * z), eq.success, model.contraction()
 
 
-def _cell(config: ImplicitWidthConfig, x, y, m: int, gamma: float) -> dict:
+def _cell(config: ImplicitWidthConfig, x, y, m: int, gamma: float, members: range) -> dict:
+    """One (N, m, γ) cell, members ``members`` of ``0 … seeds − 1`` (the step scale ``s``
+    is the median over *all* members, so chunks of a cell share it)."""
     n = x.shape[0]
     dtype = x.dtype
     risk = EmpiricalRisk(x, y, weights=jnp.full((n,), 0.5, dtype))
@@ -202,6 +209,8 @@ def _cell(config: ImplicitWidthConfig, x, y, m: int, gamma: float) -> dict:
         np.asarray, eqx.filter_jit(eqx.filter_vmap(_features, in_axes=(0, None)))(models0, x)
     )
     scale = float(np.median(fro2[np.isfinite(fro2) & ok0])) if np.any(ok0) else 1.0
+    part = slice(members.start, members.stop)
+    keys, lam, c0 = keys[part], lam[part], c0[part]
     stop = Stop(risk_tol=config.risk_tol, grad_tol=config.grad_tol)
     if config.method == "flow":
         dtmin = config.dt_scale / scale
@@ -236,7 +245,7 @@ def _cell(config: ImplicitWidthConfig, x, y, m: int, gamma: float) -> dict:
         limits=None,  # the study reads outcomes and tail rates, not limit classes
         chunk_size=config.chunk_size,
         compact=config.compact,
-        progress=False,
+        progress=None,
     )
     c1 = np.asarray(eqx.filter_jit(eqx.filter_vmap(lambda mm: mm.contraction()))(ens.models))
     ts = jnp.broadcast_to(ens.ts, ens.risk.shape)
@@ -257,8 +266,18 @@ def _cell(config: ImplicitWidthConfig, x, y, m: int, gamma: float) -> dict:
     )
 
 
-def run(config: ImplicitWidthConfig | None = None, *, progress: bool = False):
+def run(
+    config: ImplicitWidthConfig | None = None,
+    store=None,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+):
     """Run the study; returns an ``xarray.Dataset``.
+
+    The cells run through :func:`gflow_jax.run_sweep`: with a `store` directory, every
+    chunk of ``chunk_size`` members is stored as it finishes and a rerun resumes
+    (`overwrite` replaces a store made with another configuration).
 
     Dims ``N`` (sample size), ``ratio`` (``m/N``), ``gamma`` and ``member``. Per member:
     ``outcome`` (:class:`gflow_jax.Outcome` codes), ``verdict``
@@ -281,26 +300,38 @@ def run(config: ImplicitWidthConfig | None = None, *, progress: bool = False):
     sizes, ratios, gammas = tuple(config.sizes), tuple(config.ratios), tuple(config.gammas)
     S, R, G, B = len(sizes), len(ratios), len(gammas), config.seeds
     cells = [(i, j, k) for i in range(S) for j in range(R) for k in range(G)]
-    iterator = cells
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(cells, desc="implicit_width")
     data = {
         n: make_data(n, config.d_in, jax.random.fold_in(jax.random.key(config.data_seed), n))
         for n in sizes
     }
-    per_member: dict[str, np.ndarray] = {}
-    t_end = np.zeros((S, R, G))
-    step = np.zeros((S, R, G))
-    for i, j, k in iterator:
-        n = sizes[i]
-        out = _cell(config, *data[n], config.width(n, ratios[j]), float(gammas[k]))
-        t_end[i, j, k], step[i, j, k] = out.pop("_t_end"), out.pop("_step")
-        for name, value in out.items():
-            if name not in per_member:
-                per_member[name] = np.zeros((S, R, G, B), value.dtype)
-            per_member[name][i, j, k] = value
+
+    def cell(N, ratio, gamma, members):
+        out = _cell(config, *data[N], config.width(N, ratio), float(gamma), members)
+        scalars = {"t_end": ((), out.pop("_t_end")), "step": ((), out.pop("_step"))}
+        return xr.Dataset({k: ("member", v) for k, v in out.items()} | scalars)
+
+    swept = run_sweep(
+        {
+            "N": list(sizes),
+            "ratio": [float(r) for r in ratios],
+            "gamma": [float(g) for g in gammas],
+        },
+        cell,
+        store,
+        config={
+            "study": "implicit_width",
+            **config_dict(config),
+            "x64": bool(jax.config.jax_enable_x64),
+        },
+        members=B,
+        chunk_size=config.chunk_size,
+        progress=progress,
+        overwrite=overwrite,
+    )
+    per_member = {
+        name: swept[name].values for name in swept.data_vars if "member" in swept[name].dims
+    }
+    t_end, step = swept["t_end"].values, swept["step"].values
 
     outcome = per_member["outcome"]
     cell_dims = ("N", "ratio", "gamma")
@@ -473,24 +504,39 @@ def plot(dataset, path: str | os.PathLike):
     return path1, path2
 
 
+def report(dataset, outdir) -> list[str]:
+    """Write ``implicit_width.{png,pdf}``, ``implicit_width_gamma.{png,pdf}`` (:func:`plot`)
+    and ``implicit_width.md`` (:func:`table`) into `outdir`; returns their paths."""
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        paths += plot(dataset, os.path.join(outdir, f"{NAME}.{ext}"))
+    paths.append(write_text(table(dataset), outdir, f"{NAME}.md"))
+    return paths
+
+
 def main(argv=None) -> None:
-    """``python -m gflow_jax.experiments.implicit_width --out DIR [--quick] [--gd]``."""
+    """``python -m gflow_jax.experiments.implicit_width --out DIR [--quick] [--gd]``
+    (the same as ``gflow run implicit_width --scale paper|laptop``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/implicit_width")
-    parser.add_argument("--quick", action="store_true", help="a small grid (minutes on a CPU)")
+    parser.add_argument("--quick", action="store_true", help="the laptop preset (minutes)")
     parser.add_argument("--gd", action="store_true", help="gradient descent instead of flow")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    config = QUICK if args.quick else ImplicitWidthConfig()
+    config = PRESETS["laptop" if args.quick else "paper"]
     config = dataclasses.replace(config, method="gd" if args.gd else "flow")
-    ds = run(config, progress=True)
-    print(write_study(ds, args.out, "implicit_width", plot, table))
+    ds = run(config, os.path.join(args.out, "store"), progress=True)
+    print(write_study(ds, args.out, NAME, plot, table))
 
 
-QUICK = ImplicitWidthConfig(sizes=(8, 16), ratios=(0.5, 1.0, 2.0, 4.0), gammas=(0.5, 0.9), seeds=8)
-"""Minutes on 2 CPU cores (``--quick``)."""
+LAPTOP = ImplicitWidthConfig(
+    sizes=(8,), ratios=(0.5, 1.0, 2.0, 4.0), gammas=(0.5, 0.9), seeds=8, t1=100.0, chunk_size=8
+)
+"""A few minutes on 2 CPU cores (``--scale laptop``, ``--quick``)."""
+QUICK = LAPTOP
 
 SMALL = ImplicitWidthConfig(
     sizes=(6,),
@@ -503,9 +549,11 @@ SMALL = ImplicitWidthConfig(
     chunk_size=4,
     compact=False,
 )
-"""Seconds to a minute (mostly compilation): what the tests and ``GFLOW_SMALL=1``
-notebooks run (N = 6; m = 3 < N and m = 12 = 2N). ``compact=False``: one pool shape per
+"""Seconds to a minute (mostly compilation): ``--scale tiny``, the tests and the
+notebook (N = 6; m = 3 < N and m = 12 = 2N). ``compact=False``: one pool shape per
 cell to compile."""
+
+PRESETS = {"tiny": SMALL, "laptop": LAPTOP, "paper": ImplicitWidthConfig()}
 
 if __name__ == "__main__":
     main()
