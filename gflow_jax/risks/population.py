@@ -6,6 +6,10 @@ Two ways to evaluate it, one constructor each:
   :class:`gflow_jax.ShallowReLU` (``d_in = d_out = 1``), ``μ = U[a, b]`` and a
   piecewise-linear target; its ``jax.grad`` is the generalised gradient ``G`` of
   Jentzen & Riekert (arXiv:2107.04479).
+- :meth:`PopulationRisk.gaussian` — **exact** (closed form) for a
+  :class:`gflow_jax.ShallowReLU` student in any dimension, ``μ = N(mean, cov)`` and a
+  ``ShallowReLU`` / affine teacher (or their sum); ``jax.grad`` is the generalised
+  gradient.
 - ``PopulationRisk(target, measure, nodes=...)`` — **quadrature** for any model, input
   dimension and measure (:class:`~gflow_jax.risks.measures.Uniform`,
   :class:`~gflow_jax.risks.measures.Gaussian` or your own
@@ -30,6 +34,7 @@ from ..models.base import partition
 from ._kinks import switching_margin
 from .base import AbstractPiecewiseSmoothRisk
 from .exact1d import _ExactUniform1DRisk
+from .gaussian import _GaussianTeacherStudentRisk
 from .measures import AbstractMeasure, QuadratureError, _seed, check_num_nodes
 from .targets import AbstractPiecewiseLinearTarget, AbstractTarget, as_target
 
@@ -181,6 +186,52 @@ class PopulationRisk(AbstractPiecewiseSmoothRisk):
         target's knots on ``[a, b]``).
         """
         return _ExactUniform1DRisk(target, a, b)
+
+    @classmethod
+    def gaussian(cls, teacher, mean=None, cov=None) -> _GaussianTeacherStudentRisk:
+        """The exact teacher–student risk ``E‖N_θ(x) − f(x)‖²`` under ``x ~ N(mean, cov)``.
+
+        Closed form in any dimension ``d`` (no quadrature): with ``u = w · x + b ~ N(m,
+        C)``, ``m = w · μ + b``, ``C = wᵀ Σ w``, the risk is a sum over pairs of neurons
+        of ``E[relu(u₁) relu(u₂)]`` (``Φ``, ``φ`` and the bivariate normal CDF ``Φ₂``;
+        the degree-1 arc-cosine kernel of Cho & Saul when ``μ = 0`` and there are no
+        biases), ``E[relu(u)] = m Φ(m/s) + s φ(m/s)`` and, for an affine teacher,
+        ``E[relu(u) (x − μ)] = Σ w Φ(m/s)``. ``Φ₂`` is Genz's algorithm (absolute error
+        ``≲ 1e-15``). Cost ``O((n + k)² (d + 20))`` for ``n`` student and ``k`` teacher
+        neurons. Formulas and derivation: ``docs/gaussian_risk.md`` and
+        :mod:`gflow_jax.risks.gaussian`.
+
+        ``jax.grad`` is the generalised gradient ``G`` (``relu'(0) = 0``) through custom
+        JVPs with the exact partial derivatives, also at parallel neurons (``ρ = ±1``,
+        e.g. student = teacher) and at ``w_j = 0`` (where ``1{u_j > 0} = 1{b_j > 0}``).
+        The risk is ``C²`` except at degenerate neurons ``(w_j, b_j) = 0``;
+        ``jax.hessian`` differentiates the closed-form partials (exact where no two
+        neurons are parallel and no ``w_j`` vanishes, finite everywhere). Jittable and
+        vmappable over students; the risk follows the student's dtype (float32 works,
+        to float32 accuracy); the teacher and the Gaussian are constants.
+
+        **Arguments:**
+
+        - `teacher`: the target ``f``: a :class:`gflow_jax.ShallowReLU` (with or without
+          biases, any ``d_out``), an :class:`gflow_jax.Affine` (scalar output; a scalar
+          slope multiplies every coordinate) or :class:`gflow_jax.Constant`, or a tuple
+          or list of these, meaning their **sum** (e.g. ``(relu_teacher, gf.Affine(a,
+          0.))``); all with the same ``d`` and ``d_out``.
+        - `mean`: ``μ``, a ``(d,)`` vector (a scalar for ``d = 1``); default ``0``.
+        - `cov`: ``Σ``, a symmetric positive-definite ``(d, d)`` matrix; default ``I``.
+          ``d`` comes from the teacher, else from `mean` or `cov`.
+
+        **Returns:**
+
+        An :class:`~gflow_jax.risks.base.AbstractPiecewiseSmoothRisk` ``risk`` with
+        ``risk(model)`` for a :class:`gflow_jax.ShallowReLU` student with ``d_in = d``
+        and the teacher's ``d_out`` (``use_bias=False`` and ``frozen=`` work as
+        usual), ``risk.kink_margin(model)`` (``min_j ‖(w_j, b_j)‖``, the distance to
+        the non-``C²`` set), ``risk.target(x)`` (the teacher, for quadrature or Monte
+        Carlo comparisons), ``risk.measure`` (the :class:`gflow_jax.Gaussian`) and
+        ``risk.quadrature_error(model)`` (zero errors).
+        """
+        return _GaussianTeacherStudentRisk(teacher, mean, cov)
 
     @property
     def num_nodes(self) -> int:
