@@ -27,11 +27,19 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Key, PRNGKeyArray, PyTree, UInt32
 
-from ._checks import positive_int
+from ._checks import (
+    check_bool,
+    check_devices,
+    check_model,
+    check_risk_callable,
+    first_difference,
+    one_of_types,
+    positive_int,
+)
 from .dynamics.analysis import decay_of, limit_of
 from .dynamics.base import AbstractDynamics
 from .dynamics.integrate import check_problem, make_problem
-from .dynamics.problem import Problem
+from .dynamics.problem import Problem, check_horizon
 from .ensemble import Ensemble, architecture
 from .limits import LimitAnalysis
 from .models.base import partition
@@ -158,15 +166,39 @@ def _check_keys(keys) -> Array:
 
 
 def _build_members(init, keys):
+    """``eqx.filter_vmap(init)(keys)``; on failure, say which leaf differs between members."""
     try:
         return eqx.filter_vmap(init)(keys)
-    except ValueError as e:
-        if "vmap" in str(e) or "axis" in str(e) or "shape" in str(e):
+    except Exception as err:
+        difference = _architecture_difference(init, keys)
+        if difference is not None:
             raise ValueError(
-                "init(key) must build models of one architecture for every key (array "
-                f"shapes may not depend on the key); vmapping it failed: {e}"
-            ) from e
+                "run_ensemble: all members must share one architecture (init(key) may not "
+                f"choose array shapes, dtypes or fields by the key); here {difference}."
+            ) from err
+        err.add_note(
+            "(raised by run_ensemble while building the members: init(key) is vmapped "
+            "over the keys with eqx.filter_vmap, so it must be traceable, e.g. no Python "
+            "int()/float()/if on values computed from the key)"
+        )
         raise
+
+
+def _architecture_difference(init, keys) -> str | None:
+    """Build a few members one by one (eagerly) and report the first architectural difference."""
+    try:
+        first = init(keys[0])
+    except Exception:
+        return None
+    for i in range(1, min(int(keys.shape[0]), 8)):
+        try:
+            other = init(keys[i])
+        except Exception:
+            return None
+        where = first_difference("init(keys[0])", first, f"init(keys[{i}])", other)
+        if where is not None:
+            return where
+    return None
 
 
 # ----------------------------------------------------------------------------------
@@ -227,20 +259,29 @@ def run_ensemble(
     An :class:`gflow_jax.Ensemble`.
     """
     if not callable(init):
-        raise TypeError("init must be a callable key -> model.")
+        raise TypeError(
+            f"init must be a callable key -> model (e.g. lambda key: gf.ShallowReLU(1, 8, "
+            f"key=key)), got {init!r}."
+        )
+    check_risk_callable(risk)
     keys = _check_keys(keys)
     batch = int(keys.shape[0])
     chunk_size = positive_int("chunk_size", chunk_size)
     segment_steps = positive_int("segment_steps", segment_steps)
-    if limits is not None and not isinstance(limits, LimitAnalysis):
-        raise TypeError(f"limits must be a gflow_jax.LimitAnalysis or None, got {limits!r}.")
+    compact = check_bool("compact", compact)
+    if progress is not None:
+        progress = check_bool("progress", progress)
+    if limits is not None:
+        one_of_types("limits", limits, LimitAnalysis, "a gflow_jax.LimitAnalysis or None")
+    devices = check_devices("devices", devices)
+    check_horizon(t1)
     models = _build_members(init, keys)
+    check_model("init(key)", models)
     params, static = partition(models)
     frozen, rest = eqx.partition(static, eqx.is_array)
     first = eqx.combine(_take(params, 0), eqx.combine(_take(frozen, 0), rest))
-    _, _, dtype = check_problem(first, risk)
+    _, _, dtype = check_problem(first, risk, what="init(key)")
     dynamics, problem = make_problem(dynamics, dtype, risk, rest, t1, n_save, save_ts, False)
-    devices = _device_list(devices)
     bar = _progress(batch, progress)
     try:
         store, stats = _schedule(

@@ -7,7 +7,12 @@ all trainable arrays):
 
 1. the model reports that its forward map is not well posed → ``ILL_POSED``
    (:meth:`gflow_jax.AbstractModel.well_posed`, e.g. ``γ‖A‖₂ < 1 − margin``);
-2. ``L``, ``g`` or ``n`` is non-finite, or ``n ≥ bound`` → ``DIVERGED``;
+2. ``L``, ``g`` or ``n`` is non-finite, ``n ≥ bound``, or ``L < −risk_tol`` → ``DIVERGED``.
+   A risk is non-negative by contract (a sum of squares, an integral of one); a value
+   below ``−risk_tol`` (more than round-off around zero) means the risk function is
+   wrong or unbounded below, and it is *never* convergence. :func:`gflow_jax.integrate`
+   (with ``throw=True``) raises on it; in an ensemble the member is ``DIVERGED`` with a
+   negative `final_risk`, and :meth:`gflow_jax.Ensemble.summary` counts them;
 3. ``L ≤ risk_tol`` → ``CONVERGED``;
 4. ``g ≤ grad_tol · L`` → ``CRITICAL_POINT`` (the decay rate of the risk has collapsed);
 5. otherwise the trajectory goes on. If its time horizon ``t1`` or its step budget
@@ -116,6 +121,8 @@ class Stop(eqx.Module):
       ``grad_tol`` needs a tighter controller too.
     - `bound`: ``‖θ‖ ≥ bound`` is *diverged* (default ``1e6``; ``inf`` disables it, as
       needed to watch unbounded trajectories).
+
+    A risk below ``−risk_tol`` is *diverged* too (a risk is non-negative by contract).
     """
 
     risk_tol: float | None = eqx.field(static=True, default=None)
@@ -162,11 +169,12 @@ def classify(
         raise ValueError("classify needs a resolved Stop; call stop.resolve(dtype) first.")
     risk, grad_sq, param_norm = map(jnp.asarray, (risk, grad_sq, param_norm))
     finite = jnp.isfinite(risk) & jnp.isfinite(grad_sq) & jnp.isfinite(param_norm)
+    negative = risk < -stop.risk_tol  # a broken risk (non-negative by contract)
     code = jnp.where(
         ~jnp.asarray(well_posed),
         Outcome.ILL_POSED,
         jnp.where(
-            ~finite | (param_norm >= stop.bound),
+            ~finite | (param_norm >= stop.bound) | negative,
             Outcome.DIVERGED,
             jnp.where(
                 risk <= stop.risk_tol,

@@ -12,7 +12,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
-from .._checks import positive_float, positive_int
+from .._checks import check_controller, positive_float, positive_int
 from .._defaults import defaults
 from .._numerics import fixed_unit_vector
 from ..outcomes import Outcome, SolverVerdict, Stop, solver_verdict
@@ -28,7 +28,9 @@ class _RecordStep(diffrax.AbstractStepSizeController):
     """Wraps a step-size controller and records its proposed next step in its state.
 
     Diffrax's ``Solution`` does not expose the controller's next step, which is needed
-    to *resume* a solve where it stopped. Nothing else changes.
+    to *resume* a solve where it stopped. The state is ``(inner_state, dt, tnext)``: the
+    proposed step and its end time (resuming at ``t`` needs ``dt0`` with
+    ``t + dt0 == tnext`` exactly, see :func:`_step_to`). Nothing else changes.
     """
 
     inner: diffrax.AbstractStepSizeController
@@ -38,13 +40,13 @@ class _RecordStep(diffrax.AbstractStepSizeController):
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return tnext, (state, tnext - t0)
+        return tnext, (state, tnext - t0, tnext)
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
         keep, tprev, tnext, jump, inner, result = self.inner.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, state[0]
         )
-        return keep, tprev, tnext, jump, (inner, tnext - tprev), result
+        return keep, tprev, tnext, jump, (inner, tnext - tprev, tnext), result
 
 
 class _RecordAdaptiveStep(diffrax.AbstractAdaptiveStepSizeController):
@@ -78,29 +80,64 @@ def _recording(controller):
     return _RecordStep(controller)
 
 
+def _step_to(t: Float[Array, ""], tnext: Float[Array, ""]) -> Float[Array, ""]:
+    """A first step ``dt0`` with ``t + dt0 == tnext`` in floating point.
+
+    Diffrax starts a resumed solve at ``t + dt0``; ``dt0 = tnext − t`` may round so that
+    ``t + dt0`` misses ``tnext`` by an ulp, and on a ReLU risk an ulp can change every
+    later step. So a member's steps would depend on where its segments end, i.e. on its
+    pool's size. Nudging ``dt0`` by ulps makes the resumed solve the uninterrupted one.
+    """
+    dt = tnext - t
+    for _ in range(4):  # the rounding error of tnext − t is at most an ulp of tnext
+        s = t + dt
+        dt = jnp.where(
+            s < tnext,
+            jnp.nextafter(dt, jnp.inf),
+            jnp.where(s > tnext, jnp.nextafter(dt, -jnp.inf), dt),
+        )
+    return jnp.where(jnp.isfinite(tnext), dt, tnext - t)
+
+
+def _solver_init(solver: diffrax.AbstractSolver, term, t0, t1, y0) -> PyTree:
+    """``solver.init``, with a first-same-as-last (FSAL) Runge–Kutta state made per member.
+
+    A FSAL Runge–Kutta solver (Tsit5, Kvaerno5, …) starts with ``first_step = True`` and
+    no stored ``f0``; Diffrax then evaluates the first stage *for the whole vmapped
+    batch* while any member is at its first step (an ``unvmap_any``), and uses the
+    evaluated ``f(t0, y0)`` instead of the stored last stage of the previous step. For an
+    implicit solver the stored stage is the Newton solution, which differs from
+    ``f(y1)`` at the nonlinear solver's tolerance: so a batch-mate that never completes
+    a step (NaN, overflow) or a member refilled into a running pool changed *every*
+    member's steps. Starting each member with ``first_step = False`` and its own
+    ``f0 = f(t0, y0)`` (exactly what the first stage would compute) removes that
+    coupling: every member's solve is the same whatever its batch-mates do.
+    """
+    state = solver.init(term, t0, t1, y0, None)
+    if (
+        isinstance(solver, diffrax.AbstractRungeKutta)
+        and isinstance(state, tuple)
+        and len(state) == 2
+        and jtu.tree_structure(state[1]) == jtu.tree_structure(y0)
+    ):
+        return (jnp.asarray(False), solver.func(term, t0, y0, None))
+    return state
+
+
 class FlowInner(eqx.Module):
-    """Gradient-flow part of a :class:`State`: solver/controller states, next step, phase data."""
+    """Gradient-flow part of a :class:`State`: solver/controller states, next step, phase data.
+
+    `dt` is the controller's proposed next step and `t_next` its end time (resuming
+    starts exactly there).
+    """
 
     dt: Float[Array, ""]
+    t_next: Float[Array, ""]
     explicit_state: PyTree
     tail_state: PyTree
     controller_state: PyTree
     made_jump: Array
     stiff_vector: Float[Array, " p"]
-
-
-def _check_controller_tolerances(controller: diffrax.AbstractStepSizeController) -> None:
-    if isinstance(controller, diffrax.PIDController):
-        for name in ("rtol", "atol"):
-            positive_float(
-                f"PIDController.{name}",
-                getattr(controller, name),
-                hint="Tolerances of the step-size controller must be positive and finite.",
-            )
-        if controller.dtmin is not None:
-            positive_float("PIDController.dtmin", controller.dtmin)
-        if controller.dtmax is not None:
-            positive_float("PIDController.dtmax", controller.dtmax, allow_inf=True)
 
 
 class GradientFlow(AbstractDynamics):
@@ -150,7 +187,8 @@ class GradientFlow(AbstractDynamics):
     def __check_init__(self):
         if not isinstance(self.solver, diffrax.AbstractSolver):
             raise TypeError(
-                f"solver must be a diffrax.AbstractSolver, got {type(self.solver).__name__}."
+                "solver must be a diffrax.AbstractSolver (e.g. diffrax.Tsit5() or "
+                f"diffrax.Kvaerno5()), got {self.solver!r} ({type(self.solver).__name__})."
             )
         if self.controller is not None:
             if not isinstance(self.controller, diffrax.AbstractStepSizeController):
@@ -158,9 +196,23 @@ class GradientFlow(AbstractDynamics):
                     "controller must be a diffrax.AbstractStepSizeController, got "
                     f"{type(self.controller).__name__}."
                 )
-            _check_controller_tolerances(self.controller)
-            if isinstance(self.controller, diffrax.ConstantStepSize) and self.dt0 is None:
-                raise ValueError("diffrax.ConstantStepSize() needs a step: pass dt0=... .")
+            check_controller(self.controller, dt0=self.dt0)
+        adaptive = self.controller is None or isinstance(
+            self.controller, diffrax.AbstractAdaptiveStepSizeController
+        )
+        for role, solver in (("solver", self.solver), ("tail", self.tail)):
+            if (
+                adaptive
+                and isinstance(solver, diffrax.AbstractSolver)
+                and not isinstance(solver, diffrax.AbstractAdaptiveSolver)
+            ):
+                raise ValueError(
+                    f"{role}={type(solver).__name__}() has no error estimate, so an adaptive "
+                    "step-size controller (the default PIDController) cannot control its "
+                    "steps: use an adaptive solver (e.g. diffrax.Tsit5()), or "
+                    "controller=diffrax.ConstantStepSize() with dt0=..., or wrap it in "
+                    "diffrax.HalfSolver(...)."
+                )
         if not isinstance(self.stop, Stop):
             raise TypeError(f"stop must be a gflow_jax.Stop, got {type(self.stop).__name__}.")
         if not (isinstance(self.tail, diffrax.AbstractSolver) or self.tail in ("auto", "explicit")):
@@ -169,7 +221,9 @@ class GradientFlow(AbstractDynamics):
             )
         if not isinstance(self.adjoint, diffrax.AbstractAdjoint):
             raise TypeError(
-                f"adjoint must be a diffrax.AbstractAdjoint, got {type(self.adjoint).__name__}."
+                f"adjoint must be a diffrax.AbstractAdjoint (e.g. "
+                "diffrax.RecursiveCheckpointAdjoint() or diffrax.DirectAdjoint()), got "
+                f"{self.adjoint!r} ({type(self.adjoint).__name__})."
             )
         positive_float("stiffness_threshold", self.stiffness_threshold)
         if self.dt0 is not None:
@@ -228,8 +282,9 @@ class GradientFlow(AbstractDynamics):
         flat, _ = ravel_pytree(params)
         inner = FlowInner(
             dt=tnext - t0,
-            explicit_state=self.solver.init(term, t0, tnext, params, None),
-            tail_state=None if tail is None else tail.init(term, t0, tnext, params, None),
+            t_next=tnext,
+            explicit_state=_solver_init(self.solver, term, t0, tnext, params),
+            tail_state=None if tail is None else _solver_init(tail, term, t0, tnext, params),
             controller_state=cstate,
             made_jump=jnp.asarray(False),
             stiff_vector=fixed_unit_vector(flat.size, flat.dtype),
@@ -261,7 +316,7 @@ class GradientFlow(AbstractDynamics):
             solver,
             t0=state.t,
             t1=problem.t1,
-            dt0=state.inner.dt,
+            dt0=_step_to(state.t, state.inner.t_next),
             y0=state.y,
             saveat=diffrax.SaveAt(
                 subs=subs, solver_state=True, controller_state=True, made_jump=True
@@ -296,6 +351,7 @@ class GradientFlow(AbstractDynamics):
         y = jtu.tree_map(lambda x: x[0], sol.ys[1])
         inner = FlowInner(
             dt=sol.controller_state[1],
+            t_next=sol.controller_state[2],
             explicit_state=sol.solver_state if phase == EXPLICIT else state.inner.explicit_state,
             tail_state=sol.solver_state if phase == TAIL else state.inner.tail_state,
             controller_state=sol.controller_state,
@@ -339,12 +395,14 @@ class GradientFlow(AbstractDynamics):
             .wrap(1)
             .init(term, t, problem.t1, state.y, dt, None, tail.func, tail.error_order(term))
         )
-        tail_state = tail.init(term, t, jnp.minimum(tnext, problem.t1), state.y, None)
+        tnext = jnp.minimum(tnext, problem.t1)
+        tail_state = _solver_init(tail, term, t, tnext, state.y)
         pick = lambda new, old: jtu.tree_map(lambda a, b: jnp.where(switch, a, b), new, old)
         inner = eqx.tree_at(
-            lambda i: (i.tail_state, i.controller_state, i.stiff_vector, i.made_jump),
+            lambda i: (i.t_next, i.tail_state, i.controller_state, i.stiff_vector, i.made_jump),
             state.inner,
             (
+                pick(tnext, state.inner.t_next),
                 pick(tail_state, state.inner.tail_state),
                 pick(cstate, state.inner.controller_state),
                 vector,

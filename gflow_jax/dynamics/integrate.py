@@ -11,6 +11,15 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import ArrayLike, PyTree
 
+from .._checks import (
+    check_bool,
+    check_model,
+    check_risk_callable,
+    check_scalar_output,
+    check_trainable_dtypes,
+    evaluate_abstractly,
+    one_of_types,
+)
 from ..limits import LimitAnalysis
 from ..models.base import partition
 from ..outcomes import Outcome, SolverVerdict
@@ -24,34 +33,26 @@ from .trajectory import Trajectory
 SEGMENT_STEPS = 128
 
 
-def check_problem(model: PyTree, risk) -> tuple[PyTree, PyTree, Any]:
+def check_problem(model: PyTree, risk, *, what: str = "model") -> tuple[PyTree, PyTree, Any]:
     """Validate a (model, risk) pair at the API boundary.
+
+    **Arguments:**
+
+    - `model`: the model (for messages, `what` names where it came from, e.g.
+      ``"init(key)"``).
+    - `risk`: ``risk(model) -> L``; evaluated abstractly (``jax.eval_shape``) once.
 
     **Returns:**
 
     ``(params, static, dtype)``: the trainable arrays, the rest, and their one dtype.
     """
-    if not callable(risk):
-        raise TypeError(f"risk must be callable as risk(model) -> scalar, got {type(risk)}.")
+    check_risk_callable(risk)
+    check_model(what, model)
     params, static = partition(model)
     leaves = jtu.tree_leaves(params)
-    if not leaves:
-        raise ValueError("the model has no trainable floating-point arrays to integrate.")
-    dtypes = {jnp.dtype(x.dtype) for x in leaves}
-    if len(dtypes) != 1:
-        raise TypeError(
-            f"all trainable arrays must share one dtype, got {sorted(map(str, dtypes))}."
-        )
-    dtype = dtypes.pop()
-    out = jax.eval_shape(risk, model)  # surfaces shape errors with the model's message
-    shape, out_dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
-    if shape != ():
-        raise ValueError(f"risk(model) must return a scalar, got shape {shape}.")
-    if out_dtype is None or not jnp.issubdtype(out_dtype, jnp.floating):
-        raise TypeError(
-            f"risk(model) must return a real floating-point scalar, got dtype {out_dtype}; "
-            "e.g. return jnp.sum(residual**2) computed from the model's float parameters."
-        )
+    dtype = check_trainable_dtypes(what, leaves)
+    out = evaluate_abstractly("risk(model)", risk, model)
+    check_scalar_output("risk(model)", out)
     return params, static, dtype
 
 
@@ -69,11 +70,12 @@ def make_problem(
     t1 = check_horizon(t1)
     if dynamics is None:
         dynamics = GradientFlow()
-    if not isinstance(dynamics, AbstractDynamics):
-        raise TypeError(
-            "dynamics must be a gflow_jax.GradientFlow(...) or gflow_jax.GradientDescent(...), "
-            f"got {type(dynamics).__name__}."
-        )
+    one_of_types(
+        "dynamics",
+        dynamics,
+        AbstractDynamics,
+        "a gflow_jax.GradientFlow(...) or gflow_jax.GradientDescent(...)",
+    )
     dynamics = dynamics.resolve(dtype)
     ts = save_grid(t1, n_save) if save_ts is None else check_save_ts(save_ts, t1)
     ts = dynamics.save_times(ts)
@@ -145,6 +147,14 @@ def _integrate(dynamics, problem, params, limits, throw: bool) -> Trajectory:
         t_stop = eqx.branched_error_if(
             traj.t_stop, traj.outcome == Outcome.SOLVER_FAILED, index, messages
         )
+        t_stop = eqx.error_if(
+            t_stop,
+            traj.final_risk < -dynamics.stop.risk_tol,
+            "integrate: risk(model) became negative (below -Stop.risk_tol). A risk must be "
+            "non-negative (e.g. a sum of squares): this one is wrong or unbounded below, "
+            "so the flow was stopped as DIVERGED, never CONVERGED. Fix the risk, or pass "
+            "throw=False to get the DIVERGED trajectory.",
+        )
         traj = eqx.tree_at(lambda t: t.t_stop, traj, t_stop)
     return traj
 
@@ -177,15 +187,18 @@ def integrate(
     - `limits`: options of the limit classification run when the trajectory stops
       (:class:`gflow_jax.LimitAnalysis`; ``None`` skips it: ``limit`` is then
       ``UNRESOLVED``/``NOT_ANALYSED``).
-    - `throw`: raise if the ODE solver fails; with ``False`` the trajectory's outcome is
-      ``SOLVER_FAILED`` and its `verdict` says why.
+    - `throw`: raise if the ODE solver fails or the risk becomes negative (a broken
+      risk); with ``False`` the trajectory's outcome is ``SOLVER_FAILED`` (its `verdict`
+      says why) or ``DIVERGED`` instead.
 
     **Returns:**
 
     A :class:`gflow_jax.Trajectory`. Everything runs in one jitted program.
     """
     params, static, dtype = check_problem(model, risk)
+    save_path = check_bool("save_path", save_path)
+    throw = check_bool("throw", throw)
     dynamics, problem = make_problem(dynamics, dtype, risk, static, t1, n_save, save_ts, save_path)
-    if limits is not None and not isinstance(limits, LimitAnalysis):
-        raise TypeError(f"limits must be a gflow_jax.LimitAnalysis or None, got {limits!r}.")
-    return _integrate(dynamics, problem, params, limits, bool(throw))
+    if limits is not None:
+        one_of_types("limits", limits, LimitAnalysis, "a gflow_jax.LimitAnalysis or None")
+    return _integrate(dynamics, problem, params, limits, throw)

@@ -12,7 +12,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
-from .._checks import positive_float, positive_int
+from .._checks import positive_float, positive_int, real_array
 from .._numerics import tree_norm
 from ..models.base import is_well_posed
 from ..outcomes import Stop, classify
@@ -99,14 +99,32 @@ def save_grid(t1: float, n_save: int) -> np.ndarray:
 
 
 def check_save_ts(save_ts: ArrayLike, t1: float) -> np.ndarray:
-    """Validate user save times: a non-empty 1-d, finite, non-decreasing array in ``[0, t1]``."""
-    ts = np.asarray(save_ts, dtype=float)
+    """Validate user save times: a non-empty 1-d, finite, non-decreasing array in ``[0, t1]``.
+
+    Strings, complex numbers, ``None`` and tracers are a ``TypeError``; NaN/inf, a wrong
+    shape, a decrease or a time outside ``[0, t1]`` a ``ValueError`` saying which entry.
+    """
+    ts = real_array("save_ts", save_ts, finite=False)
     if ts.ndim != 1 or ts.size < 1:
         raise ValueError(f"save_ts must be a non-empty 1-d array of times, got shape {ts.shape}.")
-    if not np.all(np.isfinite(ts)):
-        raise ValueError("save_ts must be finite (got NaN or inf); pass times in [0, t1].")
-    if np.any(np.diff(ts) < 0) or ts[0] < 0 or ts[-1] > t1:
-        raise ValueError(f"save_ts must be non-decreasing and lie in [0, t1] = [0, {t1}].")
+    bad = np.flatnonzero(~np.isfinite(ts))
+    if bad.size:
+        raise ValueError(
+            f"save_ts must be finite, got {ts[bad[0]]} at index {int(bad[0])}; pass times in "
+            f"[0, t1] = [0, {t1}]."
+        )
+    down = np.flatnonzero(np.diff(ts) < 0)
+    if down.size:
+        i = int(down[0])
+        raise ValueError(
+            f"save_ts must be non-decreasing and lie in [0, t1] = [0, {t1}]; it decreases "
+            f"from {ts[i]} (index {i}) to {ts[i + 1]}."
+        )
+    if ts[0] < 0 or ts[-1] > t1:
+        raise ValueError(
+            f"save_ts must be non-decreasing and lie in [0, t1] = [0, {t1}], got times from "
+            f"{ts[0]} to {ts[-1]}."
+        )
     return ts
 
 

@@ -36,7 +36,7 @@ class EmpiricalRisk(AbstractPiecewiseSmoothRisk):
         Value checks (finiteness, signs) are skipped for traced arrays, so a risk can be
         built inside ``jit``/``vmap``.
         """
-        x, y = jnp.asarray(x), jnp.asarray(y)
+        x, y = floating_array("x", x, finite=False), floating_array("y", y, finite=False)
         if x.ndim == 1:
             x = x[:, None]
         if y.ndim == 1:
