@@ -58,9 +58,23 @@ from ..models.deep import DeepMLP, linearly_independent_data
 from ..outcomes import Outcome, Stop
 from ..risks.empirical import EmpiricalRisk
 from ..statistics import certification_table, wilson_interval
-from ._io import write_study
+from ..sweep import run_sweep
+from ._config import config_dict
+from ._io import write_study, write_text
 
-__all__ = ["DeepCertificateConfig", "main", "parse_scheme", "plot", "run", "table"]
+__all__ = [
+    "PRESETS",
+    "DeepCertificateConfig",
+    "main",
+    "parse_scheme",
+    "plot",
+    "report",
+    "run",
+    "table",
+]
+
+NAME = "deep_certificate"
+DESCRIPTION = "Chatterjee: how often the ball criterion certifies a deep net, and is it right"
 
 _GAUSSIAN = ("lecun", "he", "ntk")
 
@@ -170,8 +184,8 @@ class DeepCertificateConfig:
                 raise ValueError(f"{name} must be a finite positive number, got {v!r}.")
 
 
-def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
-    """Certificate and flow for every seed of one (scheme, depth, n) cell."""
+def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data, members: range) -> dict:
+    """Certificate and flow for the seeds ``members`` of one (scheme, depth, n) cell."""
     init, M = parse_scheme(scheme)
     widths = (config.d,) + (config.width,) * depth + (1,)
     risk = EmpiricalRisk(data.x, data.y)
@@ -188,7 +202,9 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
         )
 
     # the same keys for every scheme (paired comparison of initialisations)
-    keys = jax.random.split(seed_base, config.seeds)
+    all_keys = jax.random.split(seed_base, config.seeds)
+    part = slice(members.start, members.stop)
+    keys = all_keys[part]
     models = eqx.filter_vmap(make)(keys)
     params0 = partition(models)[0]
     flat0 = jax.vmap(lambda p: ravel_pytree(p)[0])(params0)
@@ -204,7 +220,7 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
         n_save=64,
         limits=None,  # the study compares certificates with outcomes, not limit classes
         chunk_size=config.chunk_size,
-        progress=False,
+        progress=None,
     )
 
     # -- certificate over the scanned radii ------------------------------------------
@@ -217,7 +233,7 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
 
     f0, rho0 = map(np.asarray, eqx.filter_jit(eqx.filter_vmap(center_ratio))(models))
     r0 = 2 * np.sqrt(f0 / np.maximum(rho0, np.finfo(float).tiny))
-    ckeys = jax.random.split(jax.random.fold_in(keys[0], 7), config.seeds)
+    ckeys = jax.random.split(jax.random.fold_in(all_keys[0], 7), config.seeds)[part]
     search = SearchOptions(
         n_random=config.n_random,
         n_adversarial=config.n_adversarial,
@@ -284,8 +300,18 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data) -> dict:
     )
 
 
-def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
+def run(
+    config: DeepCertificateConfig | None = None,
+    store=None,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+):
     """Run the study; returns an ``xarray.Dataset`` (see the module docstring).
+
+    The cells run through :func:`gflow_jax.run_sweep`: with a `store` directory, every
+    chunk of ``chunk_size`` seeds is stored as it finishes and a rerun resumes
+    (`overwrite` replaces a store made with another configuration).
 
     Per seed (dims ``scheme, depth, n, seed``): ``certified``, ``converged``, ``outcome``,
     ``initial_risk``, ``center_ratio`` ``ρ(θ_0)``, ``base_radius`` ``r_0``, ``alpha_hat``
@@ -321,17 +347,27 @@ def run(config: DeepCertificateConfig | None = None, *, progress: bool = False):
             n, config.d, jax.random.key(config.data_seed), allow_dependent=True
         )
         lam[k] = datasets[n].gram_lambda_min
-    iterator = cells
-    if progress:
-        from tqdm.auto import tqdm
 
-        iterator = tqdm(cells, desc="deep_certificate")
-    for i, j, k in iterator:
-        out = _cell(config, config.schemes[i], config.depths[j], datasets[config.ns[k]])
-        for name, value in out.items():
-            if name not in per_seed:
-                per_seed[name] = np.full((S, D, N) + value.shape, np.nan)
-            per_seed[name][i, j, k] = value
+    def cell(scheme, depth, n, members):
+        out = _cell(config, scheme, depth, datasets[n], members)
+        return xr.Dataset({k: (("seed", "radius_factor")[: np.ndim(v)], v) for k, v in out.items()})
+
+    swept = run_sweep(
+        {"scheme": list(config.schemes), "depth": list(config.depths), "n": list(config.ns)},
+        cell,
+        store,
+        config={
+            "study": NAME,
+            **config_dict(config),
+            "x64": bool(jax.config.jax_enable_x64),
+        },
+        members=B,
+        chunk_size=config.chunk_size,
+        member_dim="seed",
+        progress=progress,
+        overwrite=overwrite,
+    )
+    per_seed = {name: swept[name].values.astype(float) for name in swept.data_vars}
 
     dims = ("scheme", "depth", "n", "seed")
     data_vars = {}
@@ -511,24 +547,36 @@ def plot(dataset, path: str | os.PathLike):
     return fig
 
 
+def report(dataset, outdir) -> list[str]:
+    """Write ``deep_certificate.{png,pdf}`` (:func:`plot`) and ``deep_certificate.md``
+    (:func:`table`) into `outdir`; returns their paths."""
+    os.makedirs(outdir, exist_ok=True)
+    paths = [os.path.join(outdir, f"{NAME}.{ext}") for ext in ("png", "pdf")]
+    for path in paths:
+        plot(dataset, path)
+    paths.append(write_text(table(dataset), outdir, f"{NAME}.md"))
+    return paths
+
+
 def main(argv=None) -> None:
-    """``python -m gflow_jax.experiments.deep_certificate --out DIR [--quick]``."""
+    """``python -m gflow_jax.experiments.deep_certificate --out DIR [--quick]`` (the same as
+    ``gflow run deep_certificate --scale paper|laptop``)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/deep_certificate")
-    parser.add_argument("--quick", action="store_true", help="a small grid (minutes on a CPU)")
+    parser.add_argument("--quick", action="store_true", help="the laptop preset (minutes)")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    config = QUICK if args.quick else DeepCertificateConfig()
-    ds = run(config, progress=True)
-    print(write_study(ds, args.out, "deep_certificate", plot, table))
+    config = PRESETS["laptop" if args.quick else "paper"]
+    ds = run(config, os.path.join(args.out, "store"), progress=True)
+    print(write_study(ds, args.out, NAME, plot, table))
 
 
 QUICK = DeepCertificateConfig(
     depths=(2,), schemes=("positive:100", "positive:1000", "lecun"), seeds=8
 )
-"""A few minutes on 2 CPU cores (``--quick``)."""
+"""A few minutes on 2 CPU cores (``--scale laptop``, ``--quick``)."""
 
 SMALL = DeepCertificateConfig(
     d=6,
@@ -546,7 +594,9 @@ SMALL = DeepCertificateConfig(
     t1=1e3,
     chunk_size=4,
 )
-"""Seconds: what the tests and ``GFLOW_SMALL=1`` notebooks run."""
+"""Seconds: ``--scale tiny``, the tests and the notebook."""
+
+PRESETS = {"tiny": SMALL, "laptop": QUICK, "paper": DeepCertificateConfig()}
 
 if __name__ == "__main__":
     main()

@@ -430,15 +430,21 @@ def figure(dataset):
             x = np.full(keep.sum(), width * (1 + 0.05 * (i - (len(dyns) - 1) / 2)))
             ax3.plot(x, v[keep] / alpha2, "o" if i == 0 else "s", ms=4, alpha=0.6,
                      color=colors[i % len(colors)])  # fmt: skip
+    clusters = limit_clusters(ds)
     labelled = set()
-    for cl in limit_clusters(ds):
+    for cl in clusters:
         key = round(cl["over_alpha2"], 6)
         if key in labelled:
             continue
         labelled.add(key)
         ax3.axhline(cl["over_alpha2"], color="0.6", lw=0.8, ls=":")
-        ax3.annotate(cl["label"], (0.02, cl["over_alpha2"]), xycoords=("axes fraction", "data"),
-                     fontsize=7, va="bottom")  # fmt: skip
+        ax3.text(0.02, cl["over_alpha2"], cl["label"], transform=ax3.get_yaxis_transform(),
+                 fontsize=7, va="bottom", clip_on=True)  # fmt: skip
+    if clusters:
+        ratios = [cl["over_alpha2"] for cl in clusters]
+        ax3.set_ylim(min(ratios) / 4, max(ratios) * 4)
+    else:
+        ax3.text(0.5, 0.5, "every limit has zero risk", ha="center", transform=ax3.transAxes)
     ax3.set_xscale("log", base=2)
     ax3.set_yscale("log")
     ax3.set_xticks(widths, [str(w) for w in widths])
@@ -453,7 +459,9 @@ def figure(dataset):
             ax4.plot(x, m, "o" if i == 0 else "s", ms=3, alpha=0.5, color=colors[i % len(colors)],
                      label=None if width != widths[0] else dyn)  # fmt: skip
     ax4.set_xscale("log", base=2)
-    ax4.set_yscale("log")
+    norms = ds["max_param_norm"].values
+    if np.nanmax(norms) > 20 * np.nanmin(norms):
+        ax4.set_yscale("log")
     ax4.set_xticks(widths, [str(w) for w in widths])
     ax4.set_xlabel("width H")
     ax4.set_ylabel("max_t ‖θ_t‖")
