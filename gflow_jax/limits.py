@@ -3,8 +3,10 @@
 A flow ``dθ/dt = −∇L(θ)`` is stopped at ``θ_stop`` (a stop rule fired, or its step budget ran
 out). :func:`analyse_limit` characterises *its* limit:
 
-1. **Refine.** Solve ``∇L(θ) = 0`` from ``θ_stop`` by a trust-region Newton method on the
-   eigendecomposition of the Hessian (described in :func:`analyse_limit`).
+1. **Refine.** First look for a zero of the risk near ``θ_stop`` (a damped saddle-free
+   Newton minimisation of ``L`` over the ball of step 2); if there is none, solve
+   ``∇L(θ) = 0`` from ``θ_stop`` by a trust-region Newton method on the eigendecomposition
+   of the Hessian (both described in :func:`analyse_limit`).
 2. **Attribute.** Accept the refined point ``θ_ref`` as this flow's limit only if
    ``‖θ_ref − θ_stop‖ ≤ distance_factor · d_ref``, where ``d_ref`` is the flow's recent path
    length ``∫‖∇L‖ dt`` (over the last decade of time before the stop).
@@ -183,8 +185,10 @@ class LimitAnalysis(eqx.Module):
       exponential tail has ``‖θ_stop − θ*‖ ≤ d_ref``; the factor 2 leaves room for the
       refinement's own error while refusing zeros that a flow in its transient has not
       reached.
-    - `max_steps`: most trust-region Newton trials (each one Hessian and one ``eigh``).
-      Default ``200``.
+    - `max_steps`: most trust-region Newton trials of the critical-point refinement (each
+      one Hessian and one ``eigh``). Default ``200``.
+    - `zero_search_steps`: most trials of the zero search that runs first (``0`` skips
+      it). Default ``64``.
     - `max_params`: flows with more trainable parameters are not analysed (the dense
       ``p × p`` Hessian and its ``O(p³)`` ``eigh``): :attr:`LimitReason.NOT_ANALYSED`.
       Default ``4096``.
@@ -579,6 +583,21 @@ def analyse_limit(
 ) -> LimitReport:
     """Refine the end point of a stopped flow to a critical point and classify it.
 
+    **Zero search (first).** Within the ball ``‖θ − θ_stop‖ ≤ R`` (``R = distance_factor ·
+    d_ref``, see below), minimise ``L`` by trust-region steps ``δ = −V [c / (|λ| + ν + μ)]``
+    (``c = Vᵀg``, numerical-rank directions only) with the damping ``ν = ‖∇L‖``
+    (Levenberg–Marquardt's choice for non-isolated solutions, Yamashita & Fukushima 2001:
+    near a zero set the Hessian is ``JᵀJ`` plus residual terms whose eigenvalues are
+    ``O(√L)`` of either sign; undamped, the step follows those into the zero set's
+    tangent directions and out of the ball) and ``μ ≥ 0`` keeping ``‖δ‖ ≤ Δ``; trials
+    are projected onto the ball and accepted when ``L`` decreases by ``≥ 10⁻⁴`` of the
+    model's prediction ``−(cᵀd + ½ Σ|λ|d²)``. It stops at ``|L| ≤ zero_risk`` (the limit is
+    ``ZERO_RISK``, the Hessian is taken there), when the Newton decrement is below ``L/16``
+    (the local model cannot reach a zero: near a regular zero set the decrement is ``≈ L``,
+    for ``L ~ |θ|^{2k}`` it is ``≥ L/2``; at a positive minimum or a saddle it is
+    ``≪ L``), when the radius collapses, or after ``zero_search_steps`` trials. If it finds
+    no zero, the refinement below starts from ``θ_stop``.
+
     **Refinement: trust-region Newton for ``∇L = 0``.** Each step takes ``(L, g, H)`` at
     ``θ`` with ``H = V diag(λ) Vᵀ`` (``jnp.linalg.eigh``), ``c = Vᵀg``, and moves by the
     Levenberg–Marquardt step of the residual ``g`` with Jacobian ``H``,
@@ -651,7 +670,8 @@ def analyse_limit(
 
     **Returns:**
 
-    A :class:`LimitReport`. With ``p > max_params`` nothing is computed:
+    A :class:`LimitReport` (``refine_steps`` counts the trials of both stages). With
+    ``p > max_params`` nothing is computed:
     ``unresolved(NOT_ANALYSED, dtype, p)``.
     """
     if not isinstance(options, LimitAnalysis):
