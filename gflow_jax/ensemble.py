@@ -61,14 +61,67 @@ _CODES = {"outcome": Outcome, "verdict": SolverVerdict, "limit": Limit,
 
 
 def architecture(model: Any) -> dict:
-    """A JSON-able description of a model's architecture: class, static fields, shapes."""
+    """A JSON-able description of a model's architecture.
+
+    ``class`` (module and name), ``dtype`` (of the trainable arrays), ``params`` (the
+    trainable arrays: path, shape, dtype, in storage order), ``frozen`` (the frozen
+    arrays, likewise), ``frozen_fields`` (the model's `frozen` names) and ``static``
+    (the tree structure with every static setting: sizes, activations, options).
+    """
     params, static = partition(model)
     leaves = jax.tree_util.tree_leaves_with_path(params)
+    frozen = jax.tree_util.tree_leaves_with_path(eqx.filter(static, eqx.is_array))
+    describe = lambda items: [
+        [jax.tree_util.keystr(k), list(x.shape), str(x.dtype)] for k, x in items
+    ]
+    dtypes = sorted({str(x.dtype) for _, x in leaves})
     return {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "params": [[jax.tree_util.keystr(k), list(x.shape), str(x.dtype)] for k, x in leaves],
+        "dtype": dtypes[0] if len(dtypes) == 1 else ",".join(dtypes),
+        "params": describe(leaves),
+        "frozen": describe(frozen),
+        "frozen_fields": [str(n) for n in getattr(model, "frozen", ())],
         "static": repr(jax.tree_util.tree_structure(static)),
     }
+
+
+def architecture_differences(stored: dict, actual: dict) -> list[str]:
+    """What differs between two :func:`architecture` descriptions, one line per difference.
+
+    Keys missing from either (files written by older versions) are not compared.
+    """
+
+    def arrays(entries):
+        return {path: (tuple(shape), dtype) for path, shape, dtype in entries}
+
+    out = []
+    for key, label in (("class", "model class"), ("dtype", "dtype"),
+                       ("frozen_fields", "frozen fields")):  # fmt: skip
+        if key in stored and key in actual and stored[key] != actual[key]:
+            out.append(f"{label}: stored {stored[key]!r}, template {actual[key]!r}")
+    for key, label in (("params", "trainable"), ("frozen", "frozen")):
+        if key not in stored or key not in actual:
+            continue
+        a, b = arrays(stored[key]), arrays(actual[key])
+        for path in [*a, *(p for p in b if p not in a)]:
+            if path not in b:
+                out.append(f"{label} array {path}: stored {a[path][0]} {a[path][1]}, "
+                           "absent from the template")  # fmt: skip
+            elif path not in a:
+                out.append(f"{label} array {path}: absent from the file, template "
+                           f"{b[path][0]} {b[path][1]}")  # fmt: skip
+            elif a[path] != b[path]:
+                out.append(f"{label} array {path}: stored shape {a[path][0]} {a[path][1]}, "
+                           f"template {b[path][0]} {b[path][1]}")  # fmt: skip
+        order_a, order_b = [e[0] for e in stored[key]], [e[0] for e in actual[key]]
+        if not out and order_a != order_b:
+            out.append(f"{label} arrays in another order: stored {order_a}, template {order_b}")
+    if not out and stored.get("static", "") != actual.get("static", ""):
+        out.append(
+            "static settings (sizes, activations, options): stored "
+            f"{stored.get('static')}, template {actual.get('static')}"
+        )
+    return out
 
 
 class Ensemble(eqx.Module):
@@ -194,6 +247,9 @@ class Ensemble(eqx.Module):
             {name: (("trajectory", "time"), np.asarray(getattr(self, name))) for name in PER_TIME}
         )
         data["final_params"] = (("trajectory", "param"), np.asarray(self.final_params))
+        frozen = self._frozen_params()
+        if frozen is not None:
+            data["frozen_params"] = (("trajectory", "frozen_param"), frozen)
         ds = xr.Dataset(
             data,
             coords={"time": np.asarray(self.ts), "trajectory": np.arange(len(self))},
@@ -208,8 +264,27 @@ class Ensemble(eqx.Module):
             ds[name].attrs["codes"] = ", ".join(f"{c.value}={c.name}" for c in enum_cls)
         return ds
 
+    def _frozen_params(self) -> np.ndarray | None:
+        """The members' frozen arrays, flattened ``(B, F)`` (``None`` if there are none)."""
+        if self.models is None:
+            return None
+        frozen = eqx.filter(partition(self.models)[1], eqx.is_array)
+        if not jax.tree_util.tree_leaves(frozen):
+            return None
+        return np.asarray(jax.vmap(lambda f: ravel_pytree(f)[0])(frozen))
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_xarray` to a netCDF file, atomically (no pickle)."""
+        """Write :meth:`to_xarray` to a netCDF file, atomically (no pickle).
+
+        The file appears whole or not at all: a process killed during the write leaves
+        the previous file (or none) and a temporary that the next save to `path` removes.
+        It records the model's architecture (:func:`architecture`) and, when the
+        members have frozen arrays, those arrays per member.
+        """
+        if isinstance(path, (str, bytes, os.PathLike)):
+            path = os.fsdecode(path)
+        else:
+            raise TypeError(f"path must be a file name (str or os.PathLike), got {path!r}.")
         write_atomic(self.to_xarray(), path)
 
     @classmethod
@@ -220,8 +295,10 @@ class Ensemble(eqx.Module):
 
         - `path`: the netCDF file.
         - `template`: a model of the same architecture (e.g. ``init(key)``); if given,
-          `models` is rebuilt from `final_params` after checking that the stored
-          architecture (class, parameter names, shapes, dtypes) matches it.
+          `models` is rebuilt from `final_params` (and the stored frozen arrays) after
+          checking that the stored architecture — class, dtype, every trainable and
+          frozen array's path and shape, frozen fields, static settings — matches it; a
+          mismatch is a ``ValueError`` listing what differs.
 
         **Returns:**
 
@@ -229,42 +306,71 @@ class Ensemble(eqx.Module):
         """
         import xarray as xr
 
-        path = os.fspath(path)
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path must be a file name (str or os.PathLike), got {path!r}.")
+        path = os.fsdecode(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(
+                f"{path!r} is a directory; pass the .nc file written by Ensemble.save."
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no ensemble file at {path!r}.")
+        if template is not None:
+            from ._checks import check_model
+
+            check_model("template", template)
         try:
             with xr.open_dataset(path, engine="h5netcdf") as ds:
                 ds = ds.load()
         except Exception as e:  # h5py/xarray raise many types for a bad file
+            size = os.path.getsize(path)
             raise ValueError(
-                f"{path!r} is not a readable netCDF file ({type(e).__name__}: {e}); "
-                "was it written by Ensemble.save, and completely?"
+                f"{path!r} ({size} bytes) is not a readable netCDF file "
+                f"({type(e).__name__}: {e}); it is empty, truncated or of another format. "
+                "Was it written completely by Ensemble.save?"
             ) from e
-        missing = [
-            n for n in PER_TRAJECTORY + PER_TIME + ("final_params",) if n not in ds.variables
-        ]
+        names = PER_TRAJECTORY + PER_TIME + ("final_params",)
+        missing = [n for n in names if n not in ds.variables]
         if "gflow_jax_ensemble" not in ds.attrs or missing:
             raise ValueError(
-                f"{path!r} is a netCDF file but not a gflow_jax ensemble "
-                f"(missing {missing[:5] or 'its marker attribute'})."
+                f"{path!r} is a netCDF file but not a gflow_jax ensemble written by "
+                f"Ensemble.save (missing {missing[:5] or 'its marker attribute'})."
             )
-        fields = {
-            name: jnp.asarray(ds[name].values)
-            for name in PER_TRAJECTORY + PER_TIME + ("final_params",)
-        }
+        fields = {name: jnp.asarray(ds[name].values) for name in names}
+        lengths = {name: int(v.shape[0]) if v.ndim else -1 for name, v in fields.items()}
+        if len(set(lengths.values())) != 1 or int(ds["time"].size) != fields["risk"].shape[-1]:
+            raise ValueError(f"{path!r} is inconsistent: its arrays have different lengths.")
         stored = str(ds.attrs.get("architecture", ""))
         models = None
         if template is not None:
-            expected = json.dumps(architecture(template), sort_keys=True)
-            if stored != expected:
+            expected = architecture(template)
+            try:
+                stored_arch = json.loads(stored)
+            except json.JSONDecodeError:
                 raise ValueError(
-                    "the template's architecture does not match the stored one:\n"
-                    f"  stored:   {stored}\n  template: {expected}\n"
-                    "Pass a model built like the ensemble's members (same class and sizes)."
-                )
+                    f"{path!r} does not record its model's architecture, so a template "
+                    "cannot be checked against it; load it without a template."
+                ) from None
+            differences = architecture_differences(stored_arch, expected)
             params, static = partition(template)
-            _, unravel = ravel_pytree(params)
+            flat, unravel = ravel_pytree(params)
+            if not differences and flat.size != fields["final_params"].shape[1]:
+                differences = [
+                    f"parameter count: stored {fields['final_params'].shape[1]}, template "
+                    f"{flat.size}"
+                ]
+            if differences:
+                raise ValueError(
+                    f"the template does not have the architecture stored in {path!r}:\n  "
+                    + "\n  ".join(differences)
+                    + "\nPass a model built like the ensemble's members (e.g. init(key))."
+                )
             models = eqx.combine(jax.vmap(unravel)(fields["final_params"]), static)
+            if "frozen_params" in ds.variables:
+                frozen, rest = eqx.partition(static, eqx.is_array)
+                _, unravel_frozen = ravel_pytree(frozen)
+                members = jax.vmap(unravel_frozen)(jnp.asarray(ds["frozen_params"].values))
+                models = eqx.combine(partition(models)[0], eqx.combine(members, rest))
         return cls(
             ts=jnp.asarray(ds["time"].values),
             models=models,
