@@ -236,6 +236,12 @@ class Ensemble(eqx.Module):
                 f"{LimitReason(r).name} {int((reasons == r).sum())}" for r in np.unique(reasons)
             )
             lines += ["", f"Unresolved limits by reason: {counts}."]
+        negative = int(
+            np.sum((outcome == int(Outcome.DIVERGED)) & (np.asarray(self.final_risk) < 0))
+        )
+        if negative:
+            note = "a risk must be non-negative: the risk function is wrong or unbounded below"
+            lines += ["", f"{negative} DIVERGED member(s) ended with a negative risk ({note})."]
         return "\n".join(lines)
 
     def to_xarray(self):

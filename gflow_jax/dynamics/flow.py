@@ -398,16 +398,15 @@ class GradientFlow(AbstractDynamics):
         tnext = jnp.minimum(tnext, problem.t1)
         tail_state = _solver_init(tail, term, t, tnext, state.y)
         pick = lambda new, old: jtu.tree_map(lambda a, b: jnp.where(switch, a, b), new, old)
-        inner = eqx.tree_at(
-            lambda i: (i.t_next, i.tail_state, i.controller_state, i.stiff_vector, i.made_jump),
-            state.inner,
-            (
-                pick(tnext, state.inner.t_next),
-                pick(tail_state, state.inner.tail_state),
-                pick(cstate, state.inner.controller_state),
-                vector,
-                jnp.where(switch, False, state.inner.made_jump),
-            ),
+        old = state.inner
+        inner = FlowInner(
+            dt=old.dt,
+            t_next=pick(tnext, old.t_next),
+            explicit_state=old.explicit_state,
+            tail_state=pick(tail_state, old.tail_state),
+            controller_state=pick(cstate, old.controller_state),
+            made_jump=jnp.where(switch, False, old.made_jump),
+            stiff_vector=vector,
         )
         return eqx.tree_at(
             lambda s: (s.phase, s.t_tail, s.inner),
