@@ -910,7 +910,7 @@ _MIN_R2 = 0.9
 
 def _masked_fit(x, y, w, n, flat):
     """Least squares ``y ≈ a + b x`` with 0/1 weights: ``(b, r²)`` (two-pass, centred)."""
-    safe_n = jnp.maximum(n, 1)
+    safe_n = jnp.maximum(n, 1).astype(x.dtype)
     dx = jnp.where(w, x - jnp.sum(jnp.where(w, x, 0)) / safe_n, 0)
     dy = jnp.where(w, y - jnp.sum(jnp.where(w, y, 0)) / safe_n, 0)
     s_xx, s_xy, s_yy = jnp.sum(dx * dx), jnp.sum(dx * dy), jnp.sum(dy * dy)
@@ -966,10 +966,10 @@ def fit_decay(
     n = jnp.sum(w, dtype=jnp.int32)
     y = jnp.log(jnp.where(w, risk, 1))
     t = jnp.where(w, ts, 1)
-    safe_n = jnp.maximum(n, 1)
+    safe_n = jnp.maximum(n, 1).astype(dtype)
     y_bar = jnp.sum(jnp.where(w, y, 0)) / safe_n
     s_yy = jnp.sum(jnp.where(w, (y - y_bar) ** 2, 0))
-    flat = s_yy <= n * (16 * jnp.finfo(dtype).eps * (jnp.abs(y_bar) + 1)) ** 2
+    flat = s_yy <= safe_n * (16 * jnp.finfo(dtype).eps * (jnp.abs(y_bar) + 1)) ** 2
     exp_slope, exp_r2 = _masked_fit(t, y, w, n, flat)
     pow_slope, pow_r2 = _masked_fit(jnp.log(t), y, w, n, flat)
 

@@ -1,5 +1,6 @@
 """The library under strict checks: jaxtyping's import hook with beartype (every annotated
-signature is type-checked at run time) and ``jax_numpy_rank_promotion="raise"``.
+signature is type-checked at run time), ``jax_numpy_rank_promotion="raise"`` and
+``jax_numpy_dtype_promotion="strict"`` (no implicit int/float or float32/float64 mixing).
 
 Runs in a fresh interpreter (the hook must be installed before ``gflow_jax`` is imported)
 over the main paths: gradient flow to the limit with the tail solver and the limit
@@ -19,6 +20,7 @@ SCRIPT = textwrap.dedent(
     import jax
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_numpy_rank_promotion", "raise")
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
     from jaxtyping import install_import_hook
     with install_import_hook("gflow_jax", "beartype.beartype"):
         import gflow_jax as gf
@@ -44,7 +46,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_main_paths_pass_runtime_type_checks_and_rank_promotion():
+def test_main_paths_pass_runtime_type_checks_and_strict_promotion():
     pytest.importorskip("beartype")
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=900

@@ -121,7 +121,7 @@ class GradientDescent(AbstractDynamics):
                     s.y,
                 )
             stopped = report.code != Outcome.UNFINISHED
-            out_of_time = k >= horizon
+            out_of_time = k.astype(horizon.dtype) >= horizon
             out_of_budget = k >= self.max_steps
             finished = stopped | out_of_time | out_of_budget
             pause = finished | (k >= k_end)
