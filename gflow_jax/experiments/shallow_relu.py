@@ -126,6 +126,11 @@ CRITICAL_VALUES = {
 }
 
 
+#: Limit risks below this multiple of α² are reported as ≈ 0 (one cluster): members whose
+#: risk vanished but whose limit could not be certified as a zero (e.g. unresolved).
+NEGLIGIBLE = 1e-12
+
+
 def _cell(config: ShallowReLUConfig, dynamics: str, width: int, members: range):
     import equinox as eqx
     import jax
@@ -297,7 +302,8 @@ def limit_clusters(dataset, rtol: float = 1e-4) -> list[dict]:
     **Returns:**
 
     A list of ``{"dynamics", "value", "over_alpha2", "label", "counts": {width: n}}``,
-    sorted by dynamics then value.
+    sorted by dynamics then value. Values below ``NEGLIGIBLE · α²`` form one cluster
+    labelled ``≈ 0`` (the risk vanished, but the limit was not classified ``ZERO_RISK``).
     """
     from ..limits import Limit
 
@@ -317,7 +323,8 @@ def limit_clusters(dataset, rtol: float = 1e-4) -> list[dict]:
         clusters: list[dict] = []
         for idx in order:
             v, w = float(values[idx]), widths[idx]
-            if clusters and v <= clusters[-1]["_last"] * (1 + rtol):
+            tiny = v < NEGLIGIBLE * alpha2
+            if clusters and (v <= clusters[-1]["_last"] * (1 + rtol) or tiny):
                 cl = clusters[-1]
                 cl["_members"].append(v)
                 cl["_last"] = v
@@ -333,6 +340,8 @@ def limit_clusters(dataset, rtol: float = 1e-4) -> list[dict]:
                 (text for ref, text in CRITICAL_VALUES.items() if abs(ratio / ref - 1) < rtol),
                 f"α²/{1 / ratio:.4g} (unidentified)",
             )
+            if ratio < NEGLIGIBLE:
+                label = "≈ 0: risk at the stop (limit not classified as zero risk)"
             out.append(
                 {"dynamics": str(dyn), "value": value, "over_alpha2": ratio, "label": label, **cl}
             )
@@ -442,11 +451,11 @@ def figure(dataset):
                  fontsize=7, va="bottom", clip_on=True)  # fmt: skip
     if clusters:
         ratios = [cl["over_alpha2"] for cl in clusters]
+        ax3.set_yscale("log")
         ax3.set_ylim(min(ratios) / 4, max(ratios) * 4)
     else:
         ax3.text(0.5, 0.5, "every limit has zero risk", ha="center", transform=ax3.transAxes)
     ax3.set_xscale("log", base=2)
-    ax3.set_yscale("log")
     ax3.set_xticks(widths, [str(w) for w in widths])
     ax3.set_xlabel("width H")
     ax3.set_ylabel("limit risk / α²")
