@@ -80,6 +80,7 @@ def main(argv=None) -> int:
                 "median_final_risk": float(np.median(ens.final_risk)),
             }
         )
+        print(json.dumps(rows[-1]), flush=True)
 
     # vmapped GD at its largest stable learning rate, until the exponential run's risks
     target = jnp.asarray(results["exponential tail"].final_risk)
@@ -167,8 +168,11 @@ def main(argv=None) -> int:
         return (time.perf_counter() - start) / max(int(np.sum(steps)), 1)
 
     kv, ex = tail_cost(diffrax.Kvaerno5()), tail_cost(gf.ExponentialTail())
+    print(json.dumps(rows[-1]), flush=True)
+    device = jax.devices()[0]
     lines = [
-        f"Demo workload, {args.n} inits, float64, {os.cpu_count()} cores, one run.",
+        f"Demo workload, {args.n} inits, float64, {device.platform} ({device.device_kind}), "
+        f"{os.cpu_count()} cores, one run.",
         "",
         "| runner | wall (s) | steps | tail steps | labelled | fraction risk → 0 "
         "| median final risk |",
@@ -188,7 +192,16 @@ def main(argv=None) -> int:
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "limit_labelling.json"), "w") as fh:
-        json.dump({"rows": rows, "kvaerno5_us": kv * 1e6, "exponential_us": ex * 1e6}, fh)
+        json.dump(
+            {
+                "device": f"{device.platform} ({device.device_kind})",
+                "n": args.n,
+                "rows": rows,
+                "kvaerno5_us": kv * 1e6,
+                "exponential_us": ex * 1e6,
+            },
+            fh,
+        )
     with open(os.path.join(args.out, "limit_labelling.md"), "w") as fh:
         fh.write(text + "\n")
     return 0
