@@ -1,6 +1,8 @@
 """Bad input raises ValueError/TypeError at the boundary, with a message that says what to
 change. No test here compiles a flow: every error is raised before integration."""
 
+import math
+
 import diffrax
 import equinox as eqx
 import jax
@@ -238,3 +240,187 @@ def test_target_and_sampling_errors():
         sample_data(Affine(1.0), 5, low=1.0, high=1.0)
     with pytest.raises(ValueError, match="d_in must be >= 1"):
         sample_data(Affine(1.0), 5, d_in=0, key=jax.random.key(0))
+
+
+# -- every public argument: type, shape, dtype, finiteness, range (one test per class) -------
+
+PID = diffrax.PIDController
+
+
+@pytest.mark.parametrize(
+    "controller, match",
+    [
+        (PID(rtol=-1.0, atol=1e-8), "PIDController.rtol must be a finite number >= 0"),
+        (PID(rtol=float("nan"), atol=1e-8), "PIDController.rtol must be a finite number"),
+        (PID(rtol=1e-6, atol=float("inf")), "PIDController.atol must be a finite number"),
+        (PID(rtol=0.0, atol=0.0), "rtol and atol are both 0"),
+        (PID(rtol=1e-6, atol=1e-8, dtmin=-1.0), "PIDController.dtmin must be a finite number > 0"),
+        (PID(rtol=1e-6, atol=1e-8, dtmax=0.0), "PIDController.dtmax must be a number > 0"),
+        (PID(rtol=1e-6, atol=1e-8, dtmin=1.0, dtmax=0.1), r"dtmin \(1.0\) must not exceed dtmax"),
+        (PID(rtol=1e-6, atol=1e-8, factormin=2.0), r"factormin must be in \(0, 1\)"),
+        (PID(rtol=1e-6, atol=1e-8, factormax=0.5), "factormax must be a finite number >= 1"),
+        (PID(rtol=1e-6, atol=1e-8, safety=1.5), r"safety must be in \(0, 1\]"),
+        (PID(rtol=1e-6, atol=1e-8, safety=float("nan")), "safety must be in"),
+        (PID(rtol=1e-6, atol=1e-8, pcoeff=float("nan")), "pcoeff must be a finite number"),
+        (PID(rtol=1e-6, atol=1e-8, icoeff=-1.0), r"pcoeff \+ icoeff \+ dcoeff must be > 0"),
+        (diffrax.ConstantStepSize(), "ConstantStepSize.*pass dt0=... to GradientFlow"),
+        (
+            diffrax.ClipStepSizeController(PID(rtol=1e-6, atol=1e-8), jump_ts=[1.0]),
+            "jump_ts=.*is not supported",
+        ),
+        (diffrax.ClipStepSizeController(PID(rtol=-1.0, atol=1e-8)), "PIDController.rtol"),
+    ],
+)
+def test_bad_controller_settings_are_refused(controller, match):
+    with pytest.raises(ValueError, match=match):
+        gf.GradientFlow(controller=controller)
+    with pytest.raises(ValueError, match=match):
+        gf.GradientFlow(controller=controller, tail="explicit", solver=diffrax.Kvaerno5())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"adjoint": "x"}, TypeError, "adjoint must be a diffrax.AbstractAdjoint"),
+        ({"solver": "tsit5"}, TypeError, "solver must be a diffrax.AbstractSolver"),
+        ({"solver": diffrax.Euler()}, ValueError, "no error estimate.*ConstantStepSize"),
+        ({"tail": "implicit"}, ValueError, "tail must be 'auto', 'explicit' or"),
+        ({"stiffness_threshold": float("nan")}, ValueError, "stiffness_threshold must be"),
+        ({"dt0": float("inf")}, ValueError, "dt0 must be a finite positive number"),
+        ({"max_steps": 2.5}, TypeError, "max_steps must be an int"),
+    ],
+)
+def test_bad_flow_options_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        gf.GradientFlow(**kwargs)
+
+
+KEY = jax.random.key(0)
+MODELS = {
+    "ShallowReLU": lambda **kw: gf.ShallowReLU(1, 2, **kw),
+    "DeepMLP": lambda **kw: gf.DeepMLP((1, 3, 1), "tanh", **kw),
+    "ImplicitReLU": lambda **kw: gf.ImplicitReLU(2, 3, gamma=0.5, **kw),
+}
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"key": None}, r"key is required.*jax.random.key\(0\)"),
+        ({"key": 42}, r"not the number 42.*jax.random.key\(0\)"),
+        ({"key": 1.5}, r"must be a JAX PRNG key"),
+        ({"key": "seed"}, r"must be a JAX PRNG key"),
+        ({"key": jax.random.split(KEY, 3)}, "a single PRNG key, got a batch"),
+        ({"key": KEY, "dtype": jnp.int32}, "dtype must be a floating dtype"),
+        ({"key": KEY, "dtype": "foo"}, "dtype must be a floating dtype"),
+        ({"key": KEY, "dtype": jnp.complex64}, "dtype must be a floating dtype"),
+    ],
+)
+def test_model_constructors_refuse_bad_keys_and_dtypes(model, kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        MODELS[model](**kwargs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Affine("abc"),
+        lambda: Affine(None),
+        lambda: Affine(1j),
+        lambda: Affine(1.0, "x"),
+        lambda: Affine(float("nan")),
+        lambda: Constant("abc"),
+        lambda: Constant(float("inf")),
+        lambda: PiecewiseLinear("ab", "cd"),
+        lambda: PiecewiseLinear([0.0, 1.0], [0.0, None]),
+        lambda: EmpiricalRisk("abc", [1.0]),
+        lambda: EmpiricalRisk(None, None),
+        lambda: EmpiricalRisk(jnp.ones(3) * 1j, jnp.ones(3)),
+    ],
+)
+def test_targets_and_data_refuse_non_real_values(make):
+    with pytest.raises((TypeError, ValueError), match="must be|must have"):
+        make()
+
+
+@pytest.mark.parametrize(
+    "risk, error, match",
+    [
+        (lambda m: 3, TypeError, "risk\\(model\\) must return a real floating-point scalar"),
+        (lambda m: jnp.sum(m.w) * 1j, TypeError, "got dtype complex"),
+        (lambda m: jnp.sum(m.w).astype(jnp.int32), TypeError, "got dtype int32"),
+        (lambda m: m.w, ValueError, r"must return a scalar, got shape \(2, 1\)"),
+        (lambda m: None, TypeError, "must return a real floating-point scalar"),
+        (lambda m: "small", TypeError, "returned a value that is not an array"),
+        (EmpiricalRisk, TypeError, "got the class EmpiricalRisk; instantiate it"),
+        ("mse", TypeError, "risk must be callable"),
+    ],
+)
+def test_risk_outputs_are_checked_at_the_boundary(problem, risk, error, match):
+    model, _ = problem
+    with pytest.raises(error, match=match):
+        gf.integrate(model, risk, 1.0)
+
+
+@pytest.mark.parametrize(
+    "t1, error",
+    [
+        (jnp.array([1.0, 2.0]), TypeError),
+        ([1.0, 2.0], TypeError),
+        (None, TypeError),
+        (1j, TypeError),
+        (-math.inf, ValueError),
+        ("1", TypeError),
+    ],  # fmt: skip
+)
+def test_bad_horizon(problem, t1, error):
+    with pytest.raises(error, match="t1 must be"):
+        gf.integrate(*problem, t1)
+
+
+@pytest.mark.parametrize(
+    "save_ts, error, match",
+    [
+        ([0.0, math.nan, 1.0], ValueError, "save_ts must be finite, got nan at index 1"),
+        ([0.0, math.inf], ValueError, "save_ts must be finite, got inf"),
+        ([0.0, 0.7, 0.5], ValueError, r"decreases from 0.7 \(index 1\) to 0.5"),
+        ("abc", TypeError, "save_ts must be a real number or an array"),
+        ([0j, 1j], TypeError, "save_ts must be real numbers"),
+        ([0.0, None], TypeError, "save_ts must be"),
+    ],
+)
+def test_bad_save_times(problem, save_ts, error, match):
+    with pytest.raises(error, match=match):
+        gf.integrate(*problem, 1.0, save_ts=save_ts)
+
+
+def _init(key):
+    return ShallowReLU(1, 2, key=key)
+
+
+def _key_dependent_width(key):
+    return ShallowReLU(1, 1 + int(jax.random.key_data(key)[-1] % 3), key=key)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((3,), {}, TypeError, "init must be a callable key -> model"),
+        ((lambda k: None,), {}, TypeError, r"init\(key\) must be a model"),
+        ((_key_dependent_width,), {}, ValueError, r"share one architecture.*leaf \.w is"),
+        ((_init,), {"compact": "no"}, TypeError, "compact must be True or False"),
+        ((_init,), {"progress": "yes"}, TypeError, "progress must be True or False"),
+        ((_init,), {"devices": "cpu"}, TypeError, "devices must be a list of JAX devices"),
+        ((_init,), {"devices": []}, ValueError, "devices must name at least one device"),
+        ((_init,), {"chunk_size": 0}, ValueError, "chunk_size must be >= 1"),
+        ((_init,), {"limits": "none"}, TypeError, "limits must be a gflow_jax.LimitAnalysis"),
+        ((_init,), {"save_ts": [0.0, math.nan]}, ValueError, "save_ts must be finite"),
+        ((_init,), {"steps": 3}, TypeError, r"run_ensemble\(\) got an unexpected keyword"),
+    ],
+)
+def test_run_ensemble_options(problem, args, kwargs, error, match):
+    _, risk = problem
+    keys = jax.random.split(jax.random.key(0), 4)
+    with pytest.raises(error, match=match):
+        gf.run_ensemble(*args, risk, keys, 1.0, **kwargs)
