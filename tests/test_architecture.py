@@ -18,6 +18,7 @@ LAYERS = [
     {"ensemble", "engine", "certificates"},
     {"plots"},
     {"sweep", "experiments", "demo"},
+    {"cli"},
 ]
 
 
