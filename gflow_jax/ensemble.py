@@ -67,6 +67,16 @@ def architecture(model: Any) -> dict:
     trainable arrays: path, shape, dtype, in storage order), ``frozen`` (the frozen
     arrays, likewise), ``frozen_fields`` (the model's `frozen` names) and ``static``
     (the tree structure with every static setting: sizes, activations, options).
+
+    **Arguments:**
+
+    - `model`: a model (an ``equinox.Module`` split by :func:`gflow_jax.models.partition`).
+
+    **Returns:**
+
+    A ``dict`` with the keys above: ``class``, ``dtype`` and ``static`` are strings
+    (``dtype`` joins several dtypes with commas), ``params`` and ``frozen`` are lists of
+    ``[path, shape, dtype]``, ``frozen_fields`` is a list of names.
     """
     params, static = partition(model)
     leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -88,7 +98,18 @@ def architecture(model: Any) -> dict:
 def architecture_differences(stored: dict, actual: dict) -> list[str]:
     """What differs between two :func:`architecture` descriptions, one line per difference.
 
-    Keys missing from either (files written by older versions) are not compared.
+    Keys missing from either (files written by older versions) are not compared. The
+    order of the arrays is reported only if nothing else differs, and the ``static``
+    settings only if neither the class, dtype, frozen fields nor arrays differ.
+
+    **Arguments:**
+
+    - `stored`: the description read from a file.
+    - `actual`: the description of the template model.
+
+    **Returns:**
+
+    A ``list[str]``, one human-readable line per difference; empty if they match.
     """
 
     def arrays(entries):
@@ -185,7 +206,17 @@ class Ensemble(eqx.Module):
         return int(self.outcome.shape[0])
 
     def count(self, code: Outcome | Limit) -> int:
-        """Number of trajectories with this :class:`Outcome` or :class:`Limit` class."""
+        """Number of trajectories with this :class:`Outcome` or :class:`Limit` class.
+
+        **Arguments:**
+
+        - `code`: a :class:`Limit` (compared with `limit`) or an :class:`Outcome`
+          (compared with `outcome`).
+
+        **Returns:**
+
+        The count, a Python ``int`` in ``[0, len(self)]``.
+        """
         field = self.limit if isinstance(code, Limit) else self.outcome
         return int(np.sum(np.asarray(field) == int(code)))
 
@@ -196,6 +227,19 @@ class Ensemble(eqx.Module):
         :class:`gflow_jax.Fraction` also carries the bounds obtained by counting the
         ``UNRESOLVED`` members as failures (`low_all_unresolved_fail`) or as successes
         (`high_all_unresolved_succeed`).
+
+        **Arguments:**
+
+        - `code`: the class counted, a :class:`Limit` or an :class:`Outcome` (default
+          ``Limit.ZERO_RISK``).
+        - `confidence`: two-sided confidence level in ``(0, 1)`` (default ``0.95``).
+
+        **Returns:**
+
+        A :class:`gflow_jax.Fraction` over ``len(self)`` members: for a :class:`Limit`
+        other than ``UNRESOLVED`` it is :func:`gflow_jax.statistics.fraction_bounds`
+        with the ``UNRESOLVED`` count; otherwise the plain
+        :func:`gflow_jax.statistics.wilson_interval` (whose two bounds are its own).
         """
         if isinstance(code, Limit) and code != Limit.UNRESOLVED:
             return fraction_bounds(
@@ -286,6 +330,11 @@ class Ensemble(eqx.Module):
         the previous file (or none) and a temporary that the next save to `path` removes.
         It records the model's architecture (:func:`architecture`) and, when the
         members have frozen arrays, those arrays per member.
+
+        **Arguments:**
+
+        - `path`: the target netCDF file (``str`` or ``os.PathLike``); its directory is
+          created if needed.
         """
         if isinstance(path, (str, bytes, os.PathLike)):
             path = os.fsdecode(path)

@@ -130,17 +130,44 @@ def _names(enum_cls, codes) -> list[str]:
 
 
 def limit_names(codes: ArrayLike) -> list[str]:
-    """Names of :class:`Limit` codes, e.g. ``['ZERO_RISK', 'SADDLE']`` (host-side)."""
+    """Names of :class:`Limit` codes, e.g. ``['ZERO_RISK', 'SADDLE']`` (host-side).
+
+    **Arguments:**
+
+    - `codes`: :class:`Limit` codes, an int or an array of any shape (concrete).
+
+    **Returns:**
+
+    A ``list[str]`` of the names, in the order of the flattened `codes`.
+    """
     return _names(Limit, codes)
 
 
 def reason_names(codes: ArrayLike) -> list[str]:
-    """Names of :class:`LimitReason` codes (host-side)."""
+    """Names of :class:`LimitReason` codes (host-side).
+
+    **Arguments:**
+
+    - `codes`: :class:`LimitReason` codes, an int or an array of any shape (concrete).
+
+    **Returns:**
+
+    A ``list[str]`` of the names, in the order of the flattened `codes`.
+    """
     return _names(LimitReason, codes)
 
 
 def decay_law_names(codes: ArrayLike) -> list[str]:
-    """Names of :class:`DecayLaw` codes (host-side)."""
+    """Names of :class:`DecayLaw` codes (host-side).
+
+    **Arguments:**
+
+    - `codes`: :class:`DecayLaw` codes, an int or an array of any shape (concrete).
+
+    **Returns:**
+
+    A ``list[str]`` of the names, in the order of the flattened `codes`.
+    """
     return _names(DecayLaw, codes)
 
 
@@ -230,7 +257,20 @@ class LimitAnalysis(eqx.Module):
         return None not in (self.zero_risk, self.curvature_rtol, self.kink_tol)
 
     def resolve(self, dtype) -> LimitAnalysis:
-        """Fill unset tolerances with the defaults for ``dtype`` (see the class docstring)."""
+        """Fill unset tolerances with the defaults for ``dtype`` (see the class docstring).
+
+        **Arguments:**
+
+        - `dtype`: the floating dtype of the parameters (float16/bfloat16 use float32's
+          `zero_risk` and `curvature_rtol`; `kink_tol` defaults to ``sqrt(eps)`` of
+          float64 for float64 and of float32 otherwise).
+
+        **Returns:**
+
+        A new :class:`LimitAnalysis` with `zero_risk`, `curvature_rtol` and `kink_tol`
+        set (those already set are kept; ``is_resolved`` is ``True``) and the other
+        options unchanged.
+        """
         table = defaults(dtype)
         name = jnp.dtype(dtype).name
         eps = float(np.finfo(np.float64 if name == "float64" else np.float32).eps)

@@ -100,7 +100,19 @@ _GROUPS = _verdict_groups()
 
 
 def solver_verdict(result: diffrax.RESULTS) -> Int[Array, ""]:
-    """Map a ``diffrax.RESULTS`` value to a :class:`SolverVerdict` code (``int8``)."""
+    """Map a ``diffrax.RESULTS`` value to a :class:`SolverVerdict` code (``int8``).
+
+    A result that none of the verdicts' groups of ``diffrax.RESULTS`` names matches is
+    ``SolverVerdict.OTHER``.
+
+    **Arguments:**
+
+    - `result`: a ``diffrax.RESULTS`` value, e.g. ``solution.result`` (traceable).
+
+    **Returns:**
+
+    The :class:`SolverVerdict` code as a scalar ``int8`` array.
+    """
     code = jnp.asarray(SolverVerdict.OTHER, jnp.int8)
     for verdict, names in reversed(list(_GROUPS.items())):
         for name in names:
@@ -137,7 +149,18 @@ class Stop(eqx.Module):
         positive_float("Stop.bound", self.bound, allow_inf=True)
 
     def resolve(self, dtype) -> Stop:
-        """Fill unset tolerances with the defaults for `dtype`."""
+        """Fill unset tolerances with the defaults for `dtype`.
+
+        **Arguments:**
+
+        - `dtype`: the floating dtype of the flow (float16/bfloat16 use float32's
+          defaults).
+
+        **Returns:**
+
+        A new :class:`Stop` with `risk_tol` and `grad_tol` set (those already set are
+        kept) and the same `bound`.
+        """
         table = defaults(dtype)
         return Stop(
             risk_tol=table.risk_tol if self.risk_tol is None else self.risk_tol,
@@ -191,5 +214,14 @@ def classify(
 
 
 def outcome_names(codes: ArrayLike) -> list[str]:
-    """Names of outcome codes, e.g. ``['CONVERGED', 'DIVERGED']``."""
+    """Names of outcome codes, e.g. ``['CONVERGED', 'DIVERGED']``.
+
+    **Arguments:**
+
+    - `codes`: :class:`Outcome` codes, an int or an array of any shape.
+
+    **Returns:**
+
+    A ``list[str]`` of the names, in the order of the flattened `codes`.
+    """
     return [Outcome(int(c)).name for c in jnp.ravel(jnp.asarray(codes))]

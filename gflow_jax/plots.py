@@ -89,7 +89,23 @@ def risk_curves(
 
 
 def final_risk_histogram(ens: Ensemble, ax=None, *, by: str = "limit", bins: int = 40):
-    """Histogram of ``log10`` final risks, stacked by limit class (or ``by="outcome"``)."""
+    """Histogram of ``log10`` final risks, stacked by limit class (or ``by="outcome"``).
+
+    Only members with a finite, positive final risk ``L(θ_T)`` are counted; the bins span
+    ``[min log10 L − 0.5, max log10 L + 0.5]``. If there is no such member the axes only
+    carry a note saying so.
+
+    **Arguments:**
+
+    - `ens`: the ensemble.
+    - `ax`: matplotlib axes (default: a new figure).
+    - `by`: stack by ``"limit"`` class (default) or by ``"outcome"``.
+    - `bins`: number of equal-width bins in ``log10 L`` (default ``40``).
+
+    **Returns:**
+
+    The axes.
+    """
     ax = _axes(ax)
     final = np.asarray(ens.final_risk, float)
     codes, outcome, colours = _classes(ens, by)
@@ -124,6 +140,22 @@ def fraction_bars(
 
     The default is the fraction whose risk → 0; thin grey bars show the range left by
     the ``UNRESOLVED`` members. Pass one ensemble or a mapping ``label -> ensemble``.
+    Each bar is :meth:`Ensemble.fraction` of its ensemble: the estimate ``k/n`` with its
+    Wilson interval as error bar, and beside it the range
+    ``[low_all_unresolved_fail, high_all_unresolved_succeed]`` (dimensionless, in
+    ``[0, 1]``).
+
+    **Arguments:**
+
+    - `ensembles`: one :class:`Ensemble` (labelled ``"ensemble"``) or a mapping
+      ``label -> Ensemble``, one bar per entry in the mapping's order.
+    - `ax`: matplotlib axes (default: a new figure).
+    - `outcome`: the class counted, a :class:`Limit` or an :class:`Outcome` (default
+      ``Limit.ZERO_RISK``).
+
+    **Returns:**
+
+    The axes.
     """
     ax = _axes(ax)
     if isinstance(ensembles, Ensemble):

@@ -90,6 +90,19 @@ def wilson_interval(count: int, total: int, confidence: float = 0.95) -> Fractio
     ``centre = (p̂ + z²/2n) / (1 + z²/n)``,
     ``half = z/(1 + z²/n) · sqrt(p̂(1 − p̂)/n + z²/4n²)``. Unlike the normal
     approximation it stays inside ``[0, 1]`` and is honest for ``k = 0`` or ``k = n``.
+
+    **Arguments:**
+
+    - `count`: ``k``, members with the property (``0 ≤ k ≤ n``).
+    - `total`: ``n``, all members (``≥ 0``).
+    - `confidence`: two-sided confidence level in ``(0, 1)`` (default ``0.95``), so
+      ``z = Φ⁻¹(1/2 + confidence/2)``.
+
+    **Returns:**
+
+    A :class:`Fraction` with `estimate` ``= k/n`` and ``[low, high] = centre ∓ half``
+    clipped to ``[0, 1]`` (no unresolved members). For ``n = 0``: `estimate` NaN and
+    ``[0, 1]``.
     """
     from scipy.stats import norm
 

@@ -16,7 +16,16 @@ from jaxtyping import Array, ArrayLike
 
 @jax.custom_jvp
 def relu(x: ArrayLike) -> Array:
-    """``relu(u) = max(u, 0)`` with derivative ``1{u > 0}`` (so ``relu'(0) = 0``)."""
+    """``relu(u) = max(u, 0)`` with derivative ``1{u > 0}`` (so ``relu'(0) = 0``).
+
+    **Arguments:**
+
+    - `x`: an array ``u`` of any shape.
+
+    **Returns:**
+
+    ``max(u, 0)`` elementwise, same shape and dtype as `x`.
+    """
     x = jnp.asarray(x)
     return jnp.maximum(x, jnp.zeros_like(x))
 
@@ -29,7 +38,20 @@ def _relu_jvp(primals, tangents):
 
 
 def smooth_relu(x: ArrayLike, sharpness: float = 10.0) -> Array:
-    """``softplus(s x) / s``: smooth, strictly increasing, tends to ``relu`` as ``s -> inf``."""
+    """``softplus(s x) / s``: smooth, strictly increasing, tends to ``relu`` as ``s -> inf``.
+
+    ``softplus(s x)/s = log(1 + exp(s x))/s`` lies above ``relu(x)`` by at most
+    ``log(2)/s`` (attained at ``x = 0``).
+
+    **Arguments:**
+
+    - `x`: an array of any shape.
+    - `sharpness`: ``s > 0`` (default ``10.0``); larger is closer to ``relu``.
+
+    **Returns:**
+
+    ``softplus(s x) / s`` elementwise, same shape as `x`.
+    """
     x = jnp.asarray(x)
     return jax.nn.softplus(sharpness * x) / sharpness
 

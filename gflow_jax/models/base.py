@@ -73,6 +73,15 @@ def trainable_filter(model: PyTree) -> PyTree[bool]:
 
     Every inexact (floating) array is trainable, except the fields an
     :class:`AbstractModel` names in ``frozen``.
+
+    **Arguments:**
+
+    - `model`: any pytree, usually a model.
+
+    **Returns:**
+
+    A pytree of the structure of `model` with a ``bool`` at every leaf: ``True`` for the
+    trainable arrays, ``False`` otherwise (a filter spec for ``eqx.partition``).
     """
     spec = jtu.tree_map(eqx.is_inexact_array, model)
     if isinstance(model, AbstractModel) and model.frozen:
@@ -88,17 +97,45 @@ def partition(model: PyTree) -> tuple[PyTree, PyTree]:
     """Split `model` into ``(params, static)``: θ (trainable arrays) and everything else.
 
     ``eqx.combine(params, static)`` rebuilds the model.
+
+    **Arguments:**
+
+    - `model`: any pytree, usually a model.
+
+    **Returns:**
+
+    ``(params, static)``: two pytrees of the structure of `model`, ``params`` holding the
+    trainable arrays (:func:`trainable_filter`) and ``None`` elsewhere, ``static`` the rest.
     """
     return eqx.partition(model, trainable_filter(model))
 
 
 def is_well_posed(model: PyTree) -> Bool[Array, ""]:
-    """``model.well_posed()`` for an :class:`AbstractModel`, else ``True``."""
+    """``model.well_posed()`` for an :class:`AbstractModel`, else ``True``.
+
+    **Arguments:**
+
+    - `model`: any pytree, usually a model.
+
+    **Returns:**
+
+    A scalar boolean array (traceable: it may depend on the parameters).
+    """
     if isinstance(model, AbstractModel):
         return jnp.asarray(model.well_posed())
     return jnp.asarray(True)
 
 
 def is_smooth(model: PyTree) -> bool:
-    """``model.is_smooth`` for an :class:`AbstractModel`, else ``True``."""
+    """``model.is_smooth`` for an :class:`AbstractModel`, else ``True``.
+
+    **Arguments:**
+
+    - `model`: any pytree, usually a model.
+
+    **Returns:**
+
+    A Python ``bool`` (static): whether ``θ ↦ N_θ(x)`` is twice continuously
+    differentiable.
+    """
     return bool(model.is_smooth) if isinstance(model, AbstractModel) else True

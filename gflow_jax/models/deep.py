@@ -203,7 +203,16 @@ class DeepMLP(AbstractModel):
 
     # -- realisation -----------------------------------------------------------------
     def sigma(self, u: ArrayLike) -> Array:
-        """The activation ``s`` (with this model's `sharpness` for ``"smooth_relu"``)."""
+        """The activation ``s`` (with this model's `sharpness` for ``"smooth_relu"``).
+
+        **Arguments:**
+
+        - `u`: pre-activations, any shape.
+
+        **Returns:**
+
+        ``s(u)`` elementwise, same shape as `u`.
+        """
         if self.activation == "smooth_relu":
             return smooth_relu(u, self.sharpness)
         return ACTIVATIONS[self.activation](u)
@@ -222,7 +231,19 @@ class DeepMLP(AbstractModel):
         return states, pre
 
     def hidden(self, x: Float[ArrayLike, "n d_in"]) -> list[Float[Array, "n h"]]:
-        """Hidden states ``[h_0, h_1, ..., h_L]`` (``h_0 = x``) for a batch ``(n, d_in)``."""
+        """Hidden states ``[h_0, h_1, ..., h_L]`` (``h_0 = x``) for a batch ``(n, d_in)``.
+
+        ``h_l = s(z_l)`` with ``z_l = a_l W_l h_{l−1} + b_l`` (``a_l`` the `multipliers`).
+
+        **Arguments:**
+
+        - `x`: inputs ``(n, d_in)``.
+
+        **Returns:**
+
+        A list of ``L + 1`` arrays, ``h_l`` of shape ``(n, h_l)`` (``h_0 = x`` of shape
+        ``(n, d_in)``); the output layer is not included.
+        """
         return self._forward(x)[0]
 
     def switching_functions(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n s"]:

@@ -60,7 +60,17 @@ class EmpiricalRisk(AbstractPiecewiseSmoothRisk):
         self.x, self.y, self.weights = x, y.astype(x.dtype), weights
 
     def residual(self, model: PyTree) -> Float[Array, "N d_out"]:
-        """``N_θ(x_i) − y_i``, shape ``(N, d_out)``."""
+        """``N_θ(x_i) − y_i``, shape ``(N, d_out)``.
+
+        **Arguments:**
+
+        - `model`: the model at θ, mapping ``(N, d_in)`` inputs to ``(N, d_out)`` outputs
+          (another output shape is a ``ValueError``).
+
+        **Returns:**
+
+        The residuals ``(N, d_out)`` in output units (unweighted).
+        """
         out = model(self.x)
         if out.shape != self.y.shape:
             raise ValueError(

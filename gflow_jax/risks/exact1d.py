@@ -269,6 +269,17 @@ class _ExactUniform1DRisk(AbstractPiecewiseSmoothRisk):
         """Same report as :meth:`PopulationRisk.quadrature_error`; the errors are 0.
 
         Only floating-point round-off remains (relative ``~ 1e-15`` in float64).
+
+        **Arguments:**
+
+        - `model`: a 1-d :class:`gflow_jax.ShallowReLU`.
+
+        **Returns:**
+
+        A :class:`~gflow_jax.risks.measures.QuadratureError` of scalars in the model's
+        dtype: `risk` ``L(θ)`` (squared output units), `grad_norm` the Euclidean norm of
+        ``G`` over all of ``w, b, v, c`` (frozen fields included), and `risk_error` =
+        `grad_error` = ``0``.
         """
         risk, g = _risk_and_g(*self._args(model))
         zero = jnp.zeros_like(risk)

@@ -86,7 +86,17 @@ class QuadratureError(NamedTuple):
 
 
 def check_num_nodes(n) -> int:
-    """Validate a requested node count ``1 ≤ n ≤ MAX_NODES``."""
+    """Validate a requested node count ``1 ≤ n ≤ MAX_NODES``.
+
+    **Arguments:**
+
+    - `n`: the requested number of nodes (an int; a ``TypeError``/``ValueError`` if it
+      is not a positive int or exceeds :data:`MAX_NODES`).
+
+    **Returns:**
+
+    `n` as a Python ``int``.
+    """
     n = positive_int("the number of quadrature nodes", n)
     if n > MAX_NODES:
         raise ValueError(
@@ -137,6 +147,15 @@ def gauss_legendre_01(m: int) -> tuple[np.ndarray, np.ndarray]:
     A single rule for ``m ≤ 128``; beyond, composite 16-point panels (``⌈m/16⌉``
     panels), which avoids the ``O(m²)`` cost of huge single rules and has the same
     ``O(h)``/``O(h²)`` behaviour on kinked integrands.
+
+    **Arguments:**
+
+    - `m`: the requested number of nodes (``≥ 1``).
+
+    **Returns:**
+
+    ``(x, w)``: NumPy float64 nodes in ``(0, 1)`` and positive weights summing to 1,
+    both of shape ``(m,)`` for ``m ≤ 128``, else ``(16⌈m/16⌉,)``.
     """
     if m <= _GAUSS_SINGLE_MAX:
         t, w = np.polynomial.legendre.leggauss(m)
@@ -164,6 +183,14 @@ def sobol_reference_size(n: int) -> int:
     side of the kink the point falls -- two scramblings then agree exactly with high
     probability. A larger independent rule has a smaller error, so ``|L_n − L_ref|``
     estimates the error of ``L_n`` itself.
+
+    **Arguments:**
+
+    - `n`: the number of points of the rule whose error is estimated.
+
+    **Returns:**
+
+    ``min(8 n, MAX_NODES)``, an ``int``.
     """
     return min(8 * n, MAX_NODES)
 
@@ -194,23 +221,60 @@ class AbstractMeasure(eqx.Module):
     def nodes_and_weights(self, n: int, key=None) -> tuple[np.ndarray, np.ndarray]:
         """Nodes ``x: (N, d)`` and weights ``ω: (N,)``, ``N ≥ n``, as NumPy float64.
 
-        ``key`` (``None``, an int seed or a ``jax.random`` key) seeds randomised rules;
-        deterministic rules ignore it.
+        **Arguments:**
+
+        - `n`: the requested number of nodes (``1 ≤ n ≤ MAX_NODES``).
+        - `key`: seeds randomised rules: ``None``, an int seed or a ``jax.random`` key;
+          deterministic rules ignore it.
+
+        **Returns:**
+
+        ``(x, ω)``: nodes of shape ``(N, d)`` (input units) and finite, non-negative
+        weights of shape ``(N,)`` summing to the total mass of ``μ``, NumPy float64.
         """
 
     def reference_rule(self, n: int, key=None) -> tuple[np.ndarray, np.ndarray]:
         """A second, more accurate rule; ``|L_n − L_ref|`` estimates the error of ``L_n``.
 
         Default: ``8n`` nodes (capped at :data:`MAX_NODES`) with an independent seed.
+
+        **Arguments:**
+
+        - `n`: the number of nodes of the rule whose error is estimated.
+        - `key`: the seed of that rule (``None``, an int seed or a ``jax.random`` key);
+          the reference rule uses a seed derived from it.
+
+        **Returns:**
+
+        ``(x, ω)`` as from :meth:`nodes_and_weights`.
         """
         return self.nodes_and_weights(sobol_reference_size(n), _other_key(key))
 
     def rule_name(self, n: int) -> str:
-        """Name of the rule :meth:`nodes_and_weights` uses for ``n`` nodes."""
+        """Name of the rule :meth:`nodes_and_weights` uses for ``n`` nodes.
+
+        **Arguments:**
+
+        - `n`: the requested number of nodes.
+
+        **Returns:**
+
+        A ``str``; by default the class name.
+        """
         return type(self).__name__
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
-        """``n`` i.i.d. samples from ``μ`` (Monte Carlo), if the measure supports it."""
+        """``n`` i.i.d. samples from ``μ`` (Monte Carlo), if the measure supports it.
+
+        **Arguments:**
+
+        - `key`: a ``jax.random`` key.
+        - `n`: the number of samples.
+
+        **Returns:**
+
+        An ``(n, d)`` array. The default raises ``NotImplementedError``.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement sample().")
 
 
@@ -232,6 +296,14 @@ class Uniform(AbstractMeasure):
     def __init__(
         self, low: ArrayLike = 0.0, high: ArrayLike = 1.0, d: int = 1, *, rule: Rule = "auto"
     ):
+        """**Arguments:**
+
+        - `low`, `high`: the box's lower and upper corners (input units), finite scalars
+          or length-`d` sequences with ``low < high`` componentwise (default ``0``, ``1``).
+        - `d`: the dimension, a positive int (default ``1``).
+        - `rule`: ``"auto"`` (default), ``"gauss"`` or ``"sobol"`` (see the module
+          docstring).
+        """
         d = positive_int("d", d)
         lo = np.broadcast_to(np.asarray(low, float), (int(d),))
         hi = np.broadcast_to(np.asarray(high, float), (int(d),))
@@ -250,6 +322,17 @@ class Uniform(AbstractMeasure):
         return ("gauss" if self.dim <= 3 else "sobol") if self.rule == "auto" else self.rule
 
     def rule_name(self, n: int) -> str:
+        """Name of the rule :meth:`nodes_and_weights` uses for ``n`` nodes.
+
+        **Arguments:**
+
+        - `n`: the requested number of nodes.
+
+        **Returns:**
+
+        ``"sobol"``, or for the Gauss rule with ``m`` nodes per axis (``m^d ≥ n``, ``m``
+        smallest) ``"gauss-legendre"`` (``m ≤ 128``) or ``"composite-gauss-legendre"``.
+        """
         if self._resolved() == "sobol":
             return "sobol"
         m = _per_axis(n, self.dim)
@@ -271,6 +354,24 @@ class Uniform(AbstractMeasure):
         return self._map(u), w
 
     def nodes_and_weights(self, n: int, key=None):
+        """A quadrature rule for the uniform measure on the box (see the module docstring).
+
+        Gauss: the tensor product of :func:`gauss_legendre_01` with ``m`` nodes per axis
+        (``m`` smallest with ``m^d ≥ n``), mapped affinely onto ``[low, high]``; a grid of
+        more than :data:`MAX_NODES` nodes is a ``ValueError``. Sobol': ``2^⌈log2 n⌉``
+        scrambled points mapped affinely, equal weights.
+
+        **Arguments:**
+
+        - `n`: the requested number of nodes (``1 ≤ n ≤ MAX_NODES``).
+        - `key`: seeds the Sobol' scrambling: ``None`` (seed ``0``), a non-negative int
+          or a ``jax.random`` key; the Gauss rule ignores it.
+
+        **Returns:**
+
+        ``(x, ω)``: NumPy float64 nodes ``(N, d)`` in the box and weights ``(N,)``
+        summing to 1, ``N ≥ n``.
+        """
         n = check_num_nodes(n)
         if self._resolved() == "gauss":
             return self._grid(_per_axis(n, self.dim))
@@ -279,13 +380,35 @@ class Uniform(AbstractMeasure):
 
     def reference_rule(self, n: int, key=None):
         """Gauss: the grid with twice as many nodes per axis; Sobol': an independent
-        scrambling with 8 times as many points (see :func:`sobol_reference_size`)."""
+        scrambling with 8 times as many points (see :func:`sobol_reference_size`).
+
+        **Arguments:**
+
+        - `n`: the number of nodes of the rule whose error is estimated.
+        - `key`: the Sobol' seed of that rule (the reference uses a seed derived from
+          it); the Gauss rule ignores it.
+
+        **Returns:**
+
+        ``(x, ω)`` as from :meth:`nodes_and_weights`.
+        """
         n = check_num_nodes(n)
         if self._resolved() == "gauss":
             return self._grid(2 * _per_axis(n, self.dim))
         return self.nodes_and_weights(sobol_reference_size(n), _other_key(key))
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
+        """``n`` i.i.d. uniform samples from the box ``[low, high]``.
+
+        **Arguments:**
+
+        - `key`: a ``jax.random`` key.
+        - `n`: the number of samples.
+
+        **Returns:**
+
+        An ``(n, d)`` array of JAX's default float dtype.
+        """
         lo, hi = jnp.asarray(self.low), jnp.asarray(self.high)
         return jax.random.uniform(key, (n, self.dim), lo.dtype, lo, hi)
 
@@ -305,6 +428,15 @@ class Gaussian(AbstractMeasure):
     rule: str = eqx.field(static=True)
 
     def __init__(self, mean: ArrayLike = 0.0, cov: ArrayLike = 1.0, *, rule: Rule = "auto"):
+        """**Arguments:**
+
+        - `mean`: a finite scalar (``d = 1``) or a length-``d`` vector; it sets ``d``
+          (default ``0``).
+        - `cov`: a finite, symmetric positive-definite ``(d, d)`` matrix, or a scalar
+          variance for ``d = 1`` (default ``1``).
+        - `rule`: ``"auto"`` (default), ``"gauss"`` or ``"sobol"`` (see the module
+          docstring).
+        """
         mu = np.atleast_1d(np.asarray(mean, float))
         if mu.ndim != 1 or not np.all(np.isfinite(mu)):
             raise ValueError(f"mean must be a finite scalar or 1-d vector, got {mean!r}.")
@@ -346,6 +478,16 @@ class Gaussian(AbstractMeasure):
         return "sobol"
 
     def rule_name(self, n: int) -> str:
+        """Name of the rule :meth:`nodes_and_weights` uses for ``n`` nodes.
+
+        **Arguments:**
+
+        - `n`: the requested number of nodes.
+
+        **Returns:**
+
+        ``"gauss-hermite"`` or ``"sobol"``.
+        """
         return "gauss-hermite" if self._resolved(n) == "gauss" else "sobol"
 
     def _map(self, z: np.ndarray) -> np.ndarray:
@@ -368,6 +510,24 @@ class Gaussian(AbstractMeasure):
         return self._map(z), np.full(u.shape[0], 1.0 / u.shape[0])
 
     def nodes_and_weights(self, n: int, key=None):
+        """A quadrature rule for ``N(mean, cov)`` (see the module docstring).
+
+        Nodes ``mean + L z``: Gauss: ``z`` on the tensor grid of the probabilists'
+        Gauss–Hermite rule with ``m`` nodes per axis (``m`` smallest with ``m^d ≥ n``;
+        ``m > 128`` is a ``ValueError``), weights normalised to sum to 1. Sobol':
+        ``z = Φ^{-1}(u)`` for ``2^⌈log2 n⌉`` scrambled points ``u``, equal weights.
+
+        **Arguments:**
+
+        - `n`: the requested number of nodes (``1 ≤ n ≤ MAX_NODES``).
+        - `key`: seeds the Sobol' scrambling: ``None`` (seed ``0``), a non-negative int
+          or a ``jax.random`` key; the Gauss rule ignores it.
+
+        **Returns:**
+
+        ``(x, ω)``: NumPy float64 nodes ``(N, d)`` and weights ``(N,)`` summing to 1,
+        ``N ≥ n``.
+        """
         n = check_num_nodes(n)
         if self._resolved(n) == "gauss":
             return self._grid(_per_axis(n, self.dim), _HERMITE_MAX)
@@ -375,12 +535,35 @@ class Gaussian(AbstractMeasure):
 
     def reference_rule(self, n: int, key=None):
         """Gauss–Hermite: twice as many nodes per axis; Sobol': an independent scrambling
-        with 8 times as many points (see :func:`sobol_reference_size`)."""
+        with 8 times as many points (see :func:`sobol_reference_size`).
+
+        **Arguments:**
+
+        - `n`: the number of nodes of the rule whose error is estimated.
+        - `key`: the Sobol' seed of that rule (the reference uses a seed derived from
+          it); the Gauss rule ignores it.
+
+        **Returns:**
+
+        ``(x, ω)`` as from :meth:`nodes_and_weights` (the Gauss reference allows up to
+        ``256`` nodes per axis).
+        """
         n = check_num_nodes(n)
         if self._resolved(n) == "gauss":
             return self._grid(2 * _per_axis(n, self.dim), 2 * _HERMITE_MAX)
         return self._sobol(sobol_reference_size(n), _other_key(key))
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n d"]:
+        """``n`` i.i.d. samples ``mean + L z`` with ``z ~ N(0, I)`` and ``cov = L Lᵀ``.
+
+        **Arguments:**
+
+        - `key`: a ``jax.random`` key.
+        - `n`: the number of samples.
+
+        **Returns:**
+
+        An ``(n, d)`` array of JAX's default float dtype.
+        """
         z = jax.random.normal(key, (n, self.dim))
         return jnp.asarray(self.mean) + z @ jnp.asarray(self.cholesky).T

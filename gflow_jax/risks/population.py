@@ -272,7 +272,17 @@ class PopulationRisk(AbstractPiecewiseSmoothRisk):
         integrands the error of a fixed rule fluctuates with the kinks' positions
         relative to the nodes (factors of a few either way are normal). The reference
         rule is built in NumPy when this is traced; the evaluation is jittable and
-        vmappable over models. Returns a :class:`QuadratureError`.
+        vmappable over models.
+
+        **Arguments:**
+
+        - `model`: the model at θ.
+
+        **Returns:**
+
+        A :class:`~gflow_jax.risks.measures.QuadratureError` of scalars: `risk` ``L_n(θ)``
+        (squared output units), `risk_error` ``|L_n − L_ref|``, `grad_norm` ``‖∇L_n‖``
+        and `grad_error` ``‖∇L_n − ∇L_ref‖`` (Euclidean norms over the trainable arrays).
         """
         x2, w2 = _check_rule(
             *self.measure.reference_rule(self.nodes, list(self.seed)),

@@ -87,6 +87,11 @@ class Affine(AbstractPiecewiseLinearTarget):
     intercept: Float[Array, ""]
 
     def __init__(self, slope: ArrayLike, intercept: ArrayLike = 0.0):
+        """**Arguments:**
+
+        - `slope`: a finite scalar (1-d input) or a vector of length ``d_in``.
+        - `intercept`: a finite scalar (default ``0``).
+        """
         hint = "Affine needs a scalar or 1-d slope and a scalar intercept."
         slope = real_array("slope", slope, max_ndim=1, hint=hint)
         intercept = real_array("intercept", intercept, max_ndim=0, hint=hint)
@@ -98,7 +103,17 @@ class Affine(AbstractPiecewiseLinearTarget):
         return (x @ slope + self.intercept)[:, None]
 
     def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-        """``([a, b], [f(a), f(b)])`` (1-d input only: a scalar slope)."""
+        """``([a, b], [f(a), f(b)])`` (1-d input only: a scalar slope).
+
+        **Arguments:**
+
+        - `a`, `b`: the interval, ``a < b`` (input units).
+
+        **Returns:**
+
+        ``(s, f(s))``: NumPy float64 arrays of shape ``(2,)``, ``s = [a, b]``. A
+        ``ValueError`` for a vector slope.
+        """
         if self.slope.ndim != 0:
             raise ValueError("knots() is defined for 1-d inputs only (scalar slope).")
         s = np.array([a, b], float)
@@ -112,6 +127,10 @@ class Constant(AbstractPiecewiseLinearTarget):
     value: Float[Array, "..."]
 
     def __init__(self, value: ArrayLike):
+        """**Arguments:**
+
+        - `value`: a finite scalar, or a vector of length ``d_out`` for ``d_out > 1``.
+        """
         value = real_array(
             "value", value, max_ndim=1, hint="Constant value must be a scalar or a 1-d vector."
         )
@@ -123,7 +142,17 @@ class Constant(AbstractPiecewiseLinearTarget):
         return jnp.broadcast_to(value, (x.shape[0], value.shape[0])).astype(x.dtype)
 
     def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-        """``([a, b], [value, value])`` (scalar constants only)."""
+        """``([a, b], [value, value])`` (scalar constants only).
+
+        **Arguments:**
+
+        - `a`, `b`: the interval, ``a < b`` (input units).
+
+        **Returns:**
+
+        ``(s, f(s))``: NumPy float64 arrays of shape ``(2,)``, ``s = [a, b]``. A
+        ``ValueError`` for a vector `value`.
+        """
         if self.value.ndim != 0:
             raise ValueError("knots() is defined for scalar constants only.")
         s = np.array([a, b], float)
@@ -142,6 +171,11 @@ class PiecewiseLinear(AbstractPiecewiseLinearTarget):
     knots_y: Float[Array, " k"]
 
     def __init__(self, knots_x: ArrayLike, knots_y: ArrayLike):
+        """**Arguments:**
+
+        - `knots_x`: finite, strictly increasing 1-d array of length ``≥ 2`` (input units).
+        - `knots_y`: finite values ``f(knots_x)``, same shape as `knots_x`.
+        """
         kx = real_array("knots_x", knots_x, finite=False)
         ky = real_array("knots_y", knots_y, finite=False)
         if kx.ndim != 1 or kx.shape != ky.shape or kx.size < 2:
@@ -164,7 +198,18 @@ class PiecewiseLinear(AbstractPiecewiseLinearTarget):
         return (ky[i] + slope * (u - kx[i]))[:, None]
 
     def knots(self, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
-        """``a``, the knots strictly inside ``(a, b)``, ``b``, and ``f`` there."""
+        """``a``, the knots strictly inside ``(a, b)``, ``b``, and ``f`` there.
+
+        **Arguments:**
+
+        - `a`, `b`: the interval, ``a < b`` (input units).
+
+        **Returns:**
+
+        ``(s, f(s))``: NumPy arrays of shape ``(M + 1,)``, ``s = [a, knots_x ∩ (a, b), b]``
+        (float64) and ``f(s)`` evaluated by :meth:`__call__` (the first / last piece
+        extended outside ``[knots_x[0], knots_x[-1]]``).
+        """
         kx = np.asarray(self.knots_x)
         inner = kx[(kx > a) & (kx < b)]
         s = np.concatenate([[a], inner, [b]])
