@@ -34,6 +34,17 @@ def recent_path_length(traj: Trajectory, decades: float = 1.0) -> Float[Array, "
     over ``[t_stop·10^{−decades}, t_stop]``, by the trapezoidal rule on the save grid
     (plus the final point at ``t_stop``). It is the scale against which a refined limit
     must be close to ``θ_stop`` to count as *this* flow's limit.
+
+    **Arguments:**
+
+    - `traj`: a finished :class:`Trajectory` (its saved ``ts``, ``grad_norm`` and final
+      values).
+    - `decades`: the length of the window in decades of time (default 1).
+
+    **Returns:**
+
+    The path length (parameter units), ``0`` when fewer than two saved points lie in the
+    window.
     """
     ts = jnp.concatenate([traj.ts, traj.t_stop[None]])
     g = jnp.concatenate([traj.grad_norm, traj.final_grad_norm[None]])
@@ -47,7 +58,16 @@ def recent_path_length(traj: Trajectory, decades: float = 1.0) -> Float[Array, "
 
 
 def decay_of(traj: Trajectory) -> DecayFit:
-    """Exponential and power-law fits to the tail of the saved risk curve."""
+    """Exponential and power-law fits to the tail of the saved risk curve.
+
+    **Arguments:**
+
+    - `traj`: a finished :class:`Trajectory`.
+
+    **Returns:**
+
+    :func:`gflow_jax.limits.fit_decay` of its saved ``(ts, risk)`` (the last decade).
+    """
     return fit_decay(traj.ts, traj.risk)
 
 
@@ -57,6 +77,18 @@ def limit_of(problem: Problem, traj: Trajectory, options: LimitAnalysis | None) 
     Members that diverged, became ill-posed or whose solver failed have no limit to
     refine (``UNRESOLVED``, ``NOT_ANALYSED``); so do all members when `options` is
     ``None`` or the model has more than ``options.max_params`` parameters.
+
+    **Arguments:**
+
+    - `problem`: the :class:`Problem` the trajectory solved (risk and static model part).
+    - `traj`: the finished :class:`Trajectory`.
+    - `options`: a :class:`gflow_jax.LimitAnalysis` (resolved here for the parameters'
+      dtype), or ``None`` to skip the analysis.
+
+    **Returns:**
+
+    A :class:`gflow_jax.limits.LimitReport` (:func:`gflow_jax.limits.analyse_limit` on
+    the flat trainable parameters, with the risk's kink margin when it has one).
     """
     params, _ = partition(traj.model)
     flat, unravel = ravel_pytree(params)

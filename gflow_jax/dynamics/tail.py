@@ -104,7 +104,19 @@ class ExponentialTailInterpolation(diffrax.AbstractLocalInterpolation):
         t1: Float[ArrayLike, ""] | None = None,
         left: bool = True,
     ) -> PyTree[Float[Array, "..."]]:
-        """``u(t0)``, or the increment ``u(t1) − u(t0)`` when `t1` is given."""
+        """The dense output at a time in the step, or an increment between two.
+
+        **Arguments:**
+
+        - `t0`: a time in ``[t₀, t₁]`` of the step (time units).
+        - `t1`: optional second time; then the increment is returned.
+        - `left`: ignored (the interpolant is continuous).
+
+        **Returns:**
+
+        ``u(t0)``, or ``u(t1) − u(t0)`` when `t1` is given (a pytree of the state's
+        structure).
+        """
         del left
         if t1 is not None:
             return jtu.tree_map(jnp.subtract, self.evaluate(t1), self.evaluate(t0))
@@ -216,11 +228,29 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
     )
 
     def order(self, terms: PyTree[diffrax.AbstractTerm]) -> int:
-        """Order 3 (global error ``O(h³)``) for autonomous fields."""
+        """The method's order.
+
+        **Arguments:**
+
+        - `terms`: the ODE term (unused).
+
+        **Returns:**
+
+        ``3`` (global error ``O(h³)``) for autonomous fields.
+        """
         return 3
 
     def error_order(self, terms: PyTree[diffrax.AbstractTerm]) -> int:
-        """3: the local error estimate ``2h φ3(hJ) D`` is ``O(h³)``."""
+        """The order of the error estimate, as the step-size controller needs it.
+
+        **Arguments:**
+
+        - `terms`: the ODE term (unused).
+
+        **Returns:**
+
+        ``3``: the local error estimate ``2h φ3(hJ) D`` is ``O(h³)``.
+        """
         return 3
 
     def init(
@@ -231,7 +261,14 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
         y0: PyTree[Float[Array, "..."]],
         args: PyTree,
     ) -> None:
-        """No solver state: every step starts from ``(t_n, u_n)`` alone."""
+        """The solver state: none, every step starts from ``(t_n, u_n)`` alone.
+
+        **Arguments:** as `diffrax.AbstractSolver.init` (all unused).
+
+        **Returns:**
+
+        ``None``.
+        """
         return None
 
     def step(
@@ -252,8 +289,14 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
     ]:
         """One exprb32 step from `t0` to `t1`.
 
-        **Arguments:** as `diffrax.AbstractSolver.step` (`solver_state` is `None`,
-        `made_jump` is irrelevant: nothing is reused across steps).
+        **Arguments:**
+
+        - `terms`: an ODE term ``dy = F(t, y) dt`` (scalar control).
+        - `t0`, `t1`: the step's start and end times (``h = t1 − t0``).
+        - `y0`: the state at `t0` (a pytree of floating arrays of one dtype).
+        - `args`: passed to the vector field.
+        - `solver_state`: ``None`` (nothing is carried between steps).
+        - `made_jump`: irrelevant (nothing is reused across steps).
 
         **Returns:**
 
@@ -293,7 +336,19 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
         y0: PyTree[Float[Array, "..."]],
         args: PyTree,
     ) -> PyTree[Float[Array, "..."]]:
-        """The vector field ``F(t0, y0)`` (used by diffrax to pick an initial step)."""
+        """The vector field, which diffrax uses to pick an initial step.
+
+        **Arguments:**
+
+        - `terms`: the ODE term.
+        - `t0`: the time.
+        - `y0`: the state.
+        - `args`: passed to the vector field.
+
+        **Returns:**
+
+        ``F(t0, y0)``, of the state's structure.
+        """
         return terms.vf(t0, y0, args)
 
 
