@@ -57,7 +57,31 @@ def _read_run(out: Path) -> dict:
         _fail(f"{path} is unreadable ({e}).")
 
 
-def _execute(name: str, config, scale: str, out: Path, x64: bool, overwrite: bool) -> None:
+def _client(executor: str, scheduler: str | None):
+    """``None`` for the local executor, else a ``dask.distributed.Client``."""
+    if executor == "local":
+        if scheduler is not None:
+            _fail("--scheduler needs --executor dask.")
+        return None
+    if executor != "dask":
+        _fail(f"unknown executor {executor!r}; use local or dask.")
+    try:
+        from distributed import Client
+    except ImportError:
+        _fail("--executor dask needs Dask: pip install 'gflow_jax[distributed]'.")
+    return Client(scheduler) if scheduler else Client(processes=True)
+
+
+def _execute(
+    name: str,
+    config,
+    scale: str,
+    out: Path,
+    x64: bool,
+    overwrite: bool,
+    executor: str = "local",
+    scheduler: str | None = None,
+) -> None:
     """Run a study into `out`: record the run, run it (resumable), save and report."""
     import jax
 
@@ -81,10 +105,20 @@ def _execute(name: str, config, scale: str, out: Path, x64: bool, overwrite: boo
     write_json({**record, "versions": package_versions()}, existing)
     jax.config.update("jax_enable_x64", x64)
     typer.echo(f"gflow: {name} ({scale}) -> {out}", err=True)
+    client = _client(executor, scheduler)
     try:
-        ds = study.run(config, str(out / "store"), progress=True, overwrite=overwrite)
+        ds = study.run(
+            config,
+            str(out / "store"),
+            progress=True,
+            overwrite=overwrite,
+            executor=client if client is not None else "local",
+        )
     except ValueError as e:
         _fail(str(e))
+    finally:
+        if client is not None:
+            client.close()
     write_atomic(ds, out / f"{name}.nc")
     paths = study.report(ds, str(out))
     typer.echo(Path(paths[-1]).read_text() if paths[-1].endswith(".md") else "")
@@ -121,6 +155,13 @@ def run(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="discard a stored run with another config")
     ] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local, or dask (pieces as tasks on workers)")
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address (default: a local cluster)"),
+    ] = None,
 ):
     """Run a study: its preset for --scale, then --config, then every --set.
 
@@ -140,11 +181,18 @@ def run(
         cfg = build_config(type(preset), preset, updates)
     except ConfigError as e:
         _fail(str(e))
-    _execute(name, cfg, scale, out or Path("results") / name, not float32, overwrite)
+    out = out or Path("results") / name
+    _execute(name, cfg, scale, out, not float32, overwrite, executor, scheduler)
 
 
 @app.command()
-def resume(out: Annotated[Path, typer.Argument(help="a run folder of `gflow run`")]):
+def resume(
+    out: Annotated[Path, typer.Argument(help="a run folder of `gflow run`")],
+    executor: Annotated[str, typer.Option("--executor", help="local or dask")] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Dask scheduler address")
+    ] = None,
+):
     """Finish a killed run with the configuration it was started with."""
     record = _read_run(out)
     study = load(record["study"])
@@ -153,7 +201,8 @@ def resume(out: Annotated[Path, typer.Argument(help="a run folder of `gflow run`
         cfg = build_config(type(preset), type(preset)(), record["config"])
     except ConfigError as e:
         _fail(f"{out / RUN_FILE}: {e}")
-    _execute(record["study"], cfg, record["scale"], out, record.get("x64", True), False)
+    x64 = record.get("x64", True)
+    _execute(record["study"], cfg, record["scale"], out, x64, False, executor, scheduler)
 
 
 @app.command()

@@ -19,7 +19,9 @@ with one leading dimension per grid name. With a ``store`` directory:
   removed with a warning and recomputed, never read as data;
 - temporary files left by a killed write (``*.tmp``) are removed when the sweep starts.
 
-A store is meant for one sweep at a time (no locking between concurrent writers).
+With ``executor=`` a ``dask.distributed.Client``, the missing pieces become tasks that the
+workers compute and write into the (shared) store; a task lost with its worker is rerun.
+A store is meant for one sweep at a time (no locking between concurrent sweeps).
 """
 
 from __future__ import annotations
@@ -291,6 +293,7 @@ def run_sweep(
     member_dim: str = "member",
     overwrite: bool = False,
     progress: bool = False,
+    executor: Any = "local",
 ):
     """Evaluate ``cell(**settings)`` on every point of ``grid`` and combine the results.
 
@@ -313,6 +316,11 @@ def run_sweep(
     - `overwrite`: if the store holds a sweep with another grid or configuration,
       delete its results and start afresh instead of refusing.
     - `progress`: a tqdm bar over the pieces of work.
+    - `executor`: ``"local"`` (default: the pieces run one after another in this
+      process) or a ``dask.distributed.Client``: every missing piece becomes a task that
+      a worker computes and writes into `store` (which must be shared by the workers);
+      a task lost with its worker is rerun by Dask, and the combined dataset is the same
+      as a local run's (``pip install 'gflow_jax[distributed]'``).
 
     **Returns:**
 
@@ -370,12 +378,16 @@ def run_sweep(
         os.makedirs(store, exist_ok=True)
         _prepare_store(store, settings_json, overwrite)
 
+    results: list[list] = [[] for _ in range(math.prod(len(values[k]) for k in names))]
+    if executor is not None and executor != "local":
+        if store is None:
+            raise ValueError("a Dask executor needs a store directory shared by the workers.")
+        _run_on_dask(executor, cell, pieces, member_dim, names, store, progress)
     todo = pieces
     if progress:
         from tqdm.auto import tqdm
 
         todo = tqdm(pieces, desc="sweep", unit="piece")
-    results: list[list] = [[] for _ in range(math.prod(len(values[k]) for k in names))]
     for piece in todo:
         path = None if store is None else os.path.join(store, piece.filename)
         result = None if path is None else _read_piece(path, piece)
@@ -397,6 +409,72 @@ def run_sweep(
     for size in reversed(shape[1:]):
         nested = [nested[i : i + size] for i in range(0, len(nested), size)]
     return xr.combine_nested(nested, concat_dim=names, join="outer", combine_attrs="drop_conflicts")
+
+
+def _dask_piece(cell, piece: _Piece, member_dim: str, names, path: str, x64) -> str:
+    """A Dask task: compute one piece (unless a previous attempt stored it) and write it."""
+    if x64 is not None:
+        import jax
+
+        jax.config.update("jax_enable_x64", x64)
+    if not _has_piece(path, piece):
+        _compute_piece(cell, piece, member_dim, names, path)
+    return piece.filename
+
+
+def _has_piece(path: str, piece: _Piece) -> bool:
+    """Whether `path` holds `piece` (reads the identifying attribute only)."""
+    import h5py
+
+    if not os.path.exists(path):
+        return False
+    try:
+        with h5py.File(path, "r") as fh:
+            tag = fh.attrs.get(TAG)
+    except Exception:  # a damaged file is not the piece
+        return False
+    return (tag.decode() if isinstance(tag, bytes) else tag) == piece.tag
+
+
+def _run_on_dask(client, cell, pieces, member_dim, names, store, progress) -> None:
+    """Compute the missing pieces as tasks on a ``dask.distributed.Client``."""
+    import sys
+
+    try:
+        from distributed import Client, as_completed
+    except ImportError:  # pragma: no cover - the optional extra
+        raise ImportError("executor needs Dask: pip install 'gflow_jax[distributed]'.") from None
+    if not isinstance(client, Client):
+        raise TypeError(f"executor must be 'local' or a dask.distributed.Client, got {client!r}.")
+    jax = sys.modules.get("jax")
+    x64 = bool(jax.config.jax_enable_x64) if jax is not None else None
+    missing = [p for p in pieces if not _has_piece(os.path.join(store, p.filename), p)]
+    futures = [
+        client.submit(
+            _dask_piece,
+            cell,
+            p,
+            member_dim,
+            names,
+            os.path.join(store, p.filename),
+            x64,
+            pure=False,
+        )  # fmt: skip
+        for p in missing
+    ]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(futures), desc="sweep (dask)", unit="piece")
+    try:
+        for future in as_completed(futures):
+            future.result()  # re-raises a task's error here
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _prepare_store(store: str, settings_json: dict, overwrite: bool) -> None:
@@ -474,8 +552,6 @@ def sweep_info(store: str | os.PathLike) -> SweepInfo:
 
     A :class:`SweepInfo`.
     """
-    import h5py
-
     store = os.fspath(store)
     path = os.path.join(store, MANIFEST)
     manifest = _read_manifest(path)
@@ -486,15 +562,7 @@ def sweep_info(store: str | os.PathLike) -> SweepInfo:
     pieces = _pieces(list(grid), grid, manifest["members"], manifest["chunk_size"], _digest(rest))
     done, left = [], []
     for piece in pieces:
-        file = os.path.join(store, piece.filename)
-        ok = False
-        if os.path.exists(file):
-            try:
-                with h5py.File(file, "r") as fh:
-                    tag = fh.attrs.get(TAG)
-                ok = (tag.decode() if isinstance(tag, bytes) else tag) == piece.tag
-            except Exception:  # a damaged file counts as not done
-                ok = False
+        ok = _has_piece(os.path.join(store, piece.filename), piece)
         (done if ok else left).append((piece.settings, piece.members))
     stale = sorted(glob.glob(os.path.join(glob.escape(store), "*.tmp")))
     return SweepInfo(manifest=manifest, done=done, left=left, stale=stale)

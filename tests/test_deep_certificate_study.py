@@ -1,8 +1,12 @@
-"""The deep-certificate study at a tiny size (2 cells, few seeds)."""
+"""The deep-certificate study at a tiny size (2 cells, few seeds), run through the
+`gflow` command (`gflow run deep_certificate --scale tiny`)."""
 
 import numpy as np
 import pytest
+import xarray as xr
+from typer.testing import CliRunner
 
+from gflow_jax.cli import app
 from gflow_jax.experiments import deep_certificate
 from gflow_jax.experiments.deep_certificate import (
     DeepCertificateConfig,
@@ -18,8 +22,18 @@ CONFIG = deep_certificate.SMALL
 
 
 @pytest.fixture(scope="module")
-def study():
-    return run(CONFIG)
+def out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("deep_certificate")
+    args = ["run", "deep_certificate", "--scale", "tiny", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(out):
+    with xr.open_dataset(out / "deep_certificate.nc", engine="h5netcdf") as ds:
+        return ds.load()
 
 
 def test_study_dataset(study):
@@ -66,8 +80,10 @@ def test_study_dataset(study):
     assert ds["gram_lambda_min"].values[0] > 0
 
 
-def test_table_and_plot(study, tmp_path):
+def test_table_and_plot(study, out, tmp_path):
     text = table(study)
+    assert (out / "deep_certificate.md").read_text().strip() == text  # the report's table
+    assert (out / "deep_certificate.pdf").stat().st_size > 1000
     lines = text.splitlines()
     assert len(lines) == 2 + 2  # header, rule, one row per cell
     assert lines[2].startswith("| positive:100 | 1 | 3 | 0.50 |")

@@ -1,4 +1,5 @@
-"""The linear-width study of implicit ReLU networks (Gao & Gao, arXiv:2205.07463), tiny."""
+"""The linear-width study of implicit ReLU networks (Gao & Gao, arXiv:2205.07463), tiny,
+run through the `gflow` command (`gflow run implicit_width --scale tiny`)."""
 
 import dataclasses
 import math
@@ -7,7 +8,9 @@ import jax
 import numpy as np
 import pytest
 import xarray as xr
+from typer.testing import CliRunner
 
+from gflow_jax.cli import app
 from gflow_jax.experiments import implicit_width
 from gflow_jax.experiments.implicit_width import (
     ImplicitWidthConfig,
@@ -24,8 +27,18 @@ SMALL = implicit_width.SMALL
 
 
 @pytest.fixture(scope="module")
-def study():
-    return run(SMALL)
+def out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("implicit_width")
+    args = ["run", "implicit_width", "--scale", "tiny", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(out):
+    with xr.open_dataset(out / "implicit_width.nc", engine="h5netcdf") as ds:
+        return ds.load()
 
 
 def _numpy_gram_lambda_min(config, n, m, gamma, member):
@@ -91,8 +104,11 @@ def test_wide_cell_converges_linearly(study):
     assert float(c["contraction_final_median"]) < 1 - SMALL.margin
 
 
-def test_table_plot_and_netcdf(study, tmp_path):
+def test_table_plot_and_netcdf(study, out, tmp_path):
     md = table(study)
+    assert (out / "implicit_width.md").read_text().strip() == md  # the report's table
+    for name in ("implicit_width.pdf", "implicit_width_gamma.png"):
+        assert (out / name).stat().st_size > 1000
     lines = md.splitlines()
     assert len(lines) == 2 + 2 and lines[0].startswith("| N | m/N | m | γ |")
     assert lines[3].startswith("| 6 | 2 | 12 | 0.5 | 1.00 [")

@@ -164,3 +164,45 @@ def test_filenames_are_stable_and_distinct():
     assert a != cell_filename({"width": 1, "gamma": 0.25})
     assert a != cell_filename({"width": 1, "gamma": 0.5}, (0, 4))
     assert a.endswith(".nc") and "/" not in a
+
+
+def test_dask_executor_equals_local_and_survives_a_killed_worker(tmp_path):
+    """Two worker processes; one is SIGKILLed while it computes a piece: Dask reruns its
+    task elsewhere, every piece is stored once, and the dataset equals a local run's."""
+    distributed = pytest.importorskip("distributed")
+    import os
+    import signal
+    import threading
+    import time
+
+    def cell(width, members):  # defined here: shipped to the workers by value
+        time.sleep(0.4)
+        m = np.arange(members.start, members.stop)
+        return xr.Dataset({"score": ("member", 10.0 * width + m)})
+
+    grid = {"width": [1, 2, 3]}
+    local = run_sweep(grid, cell, members=4, chunk_size=2)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        pid = list(client.run(os.getpid).values())[0]
+
+        def kill_once_work_is_under_way():
+            while not list(tmp_path.glob("cell_*.nc")):
+                time.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)  # its worker is in the middle of another piece
+
+        killer = threading.Thread(target=kill_once_work_is_under_way, daemon=True)
+        killer.start()
+        ds = run_sweep(grid, cell, tmp_path, members=4, chunk_size=2, executor=client)
+        killer.join(timeout=60)
+        assert pid not in client.run(os.getpid).values()  # the worker was replaced
+    xr.testing.assert_identical(ds, local)
+    assert len(list(tmp_path.glob("cell_*.nc"))) == 6 and not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(ValueError, match="store"):
+        run_sweep(grid, cell, members=4, executor=client)
+    with pytest.raises(TypeError, match="Client"):
+        run_sweep(grid, cell, tmp_path / "x", members=4, executor="dask")

@@ -306,12 +306,14 @@ def run(
     *,
     progress: bool = False,
     overwrite: bool = False,
+    executor="local",
 ):
     """Run the study; returns an ``xarray.Dataset`` (see the module docstring).
 
     The cells run through :func:`gflow_jax.run_sweep`: with a `store` directory, every
     chunk of ``chunk_size`` seeds is stored as it finishes and a rerun resumes
-    (`overwrite` replaces a store made with another configuration).
+    (`overwrite` replaces a store made with another configuration; `executor`: ``"local"``
+    or a ``dask.distributed.Client``, see :func:`gflow_jax.run_sweep`).
 
     Per seed (dims ``scheme, depth, n, seed``): ``certified``, ``converged``, ``outcome``,
     ``initial_risk``, ``center_ratio`` ``ρ(θ_0)``, ``base_radius`` ``r_0``, ``alpha_hat``
@@ -366,6 +368,7 @@ def run(
         member_dim="seed",
         progress=progress,
         overwrite=overwrite,
+        executor=executor,
     )
     per_seed = {name: swept[name].values.astype(float) for name in swept.data_vars}
 

@@ -53,11 +53,13 @@ PRESETS = {
 """``laptop`` and ``paper`` flow to the limit; ``tiny`` stops at ``t1 = 20``."""
 
 
-def run(config: DemoConfig | None = None, store=None, *, progress=False, overwrite=False):
+def run(
+    config: DemoConfig | None = None, store=None, *, progress=False, overwrite=False, executor=None
+):
     """Run :func:`gflow_jax.demo.main` into `store` (a temporary folder if ``None``) and
     return the ensemble as an ``xarray.Dataset``. A stored ensemble made with the same
     config is reused (`overwrite` recomputes)."""
-    del progress
+    del progress, executor  # one ensemble, run in this process
     import json
 
     from .. import demo

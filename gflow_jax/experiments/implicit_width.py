@@ -272,12 +272,14 @@ def run(
     *,
     progress: bool = False,
     overwrite: bool = False,
+    executor="local",
 ):
     """Run the study; returns an ``xarray.Dataset``.
 
     The cells run through :func:`gflow_jax.run_sweep`: with a `store` directory, every
     chunk of ``chunk_size`` members is stored as it finishes and a rerun resumes
-    (`overwrite` replaces a store made with another configuration).
+    (`overwrite` replaces a store made with another configuration; `executor`: ``"local"``
+    or a ``dask.distributed.Client``, see :func:`gflow_jax.run_sweep`).
 
     Dims ``N`` (sample size), ``ratio`` (``m/N``), ``gamma`` and ``member``. Per member:
     ``outcome`` (:class:`gflow_jax.Outcome` codes), ``verdict``
@@ -327,6 +329,7 @@ def run(
         chunk_size=config.chunk_size,
         progress=progress,
         overwrite=overwrite,
+        executor=executor,
     )
     per_member = {
         name: swept[name].values for name in swept.data_vars if "member" in swept[name].dims

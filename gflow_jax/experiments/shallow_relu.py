@@ -187,7 +187,14 @@ def _cell(config: ShallowReLUConfig, dynamics: str, width: int, members: range):
     return xr.Dataset({k: ("member", v) for k, v in per_member.items()})
 
 
-def run(config: ShallowReLUConfig | None = None, store=None, *, progress=False, overwrite=False):
+def run(
+    config: ShallowReLUConfig | None = None,
+    store=None,
+    *,
+    progress=False,
+    overwrite=False,
+    executor="local",
+):
     """Run the study; returns an ``xarray.Dataset``.
 
     **Arguments:**
@@ -195,7 +202,8 @@ def run(config: ShallowReLUConfig | None = None, store=None, *, progress=False, 
     - `config`: a :class:`ShallowReLUConfig` (default: the defaults).
     - `store`: a directory for :func:`gflow_jax.run_sweep` (chunks of members stored as
       they finish; a rerun resumes), or ``None``.
-    - `progress`: tqdm bars; `overwrite`: replace a store made with another config.
+    - `progress`: tqdm bars; `overwrite`: replace a store made with another config;
+      `executor`: ``"local"`` or a ``dask.distributed.Client`` (:func:`gflow_jax.run_sweep`).
 
     **Returns:**
 
@@ -229,6 +237,7 @@ def run(config: ShallowReLUConfig | None = None, store=None, *, progress=False, 
         chunk_size=config.chunk_size,
         progress=progress,
         overwrite=overwrite,
+        executor=executor,
     )
     limit, outcome = ds["limit"].values, ds["outcome"].values
     D, W = limit.shape[:2]
