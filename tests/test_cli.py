@@ -166,3 +166,18 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path):
         xr.testing.assert_identical(got.load(), want.load())
     manifest = json.loads((store / "sweep.json").read_text())
     assert manifest["config"]["chunk_size"] == 1 and manifest["members"] == 4
+
+
+def test_demo_entry_runs_the_demo(tmp_path):
+    """`gflow run demo` is `python -m gflow_jax.demo` on the registry: same ensemble file,
+    and a report whose headline is the stored fraction whose risk → 0."""
+    import gflow_jax as gf
+
+    result = runner.invoke(app, ["run", "demo", "--scale", "tiny", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    ens = gf.Ensemble.load(tmp_path / "store" / "ensemble.nc")
+    assert len(ens) == 4
+    md = (tmp_path / "demo.md").read_text()
+    assert f"Fraction whose risk → 0: {ens.fraction()}" in md and "| limit | count |" in md
+    assert (tmp_path / "demo.png").stat().st_size > 1000
+    assert (tmp_path / "store" / "summary.md").exists()  # the demo's own output
