@@ -8,8 +8,9 @@ out). :func:`analyse_limit` characterises *its* limit:
    ``∇L(θ) = 0`` from ``θ_stop`` by a trust-region Newton method on the eigendecomposition
    of the Hessian (both described in :func:`analyse_limit`).
 2. **Attribute.** Accept the refined point ``θ_ref`` as this flow's limit only if
-   ``‖θ_ref − θ_stop‖ ≤ distance_factor · d_ref``, where ``d_ref`` is the flow's recent path
-   length ``∫‖∇L‖ dt`` (over the last decade of time before the stop).
+   ``‖θ_ref − θ_stop‖ ≤ distance_factor · d_ref``, where ``d_ref`` is the flow's distance
+   scale: its path length ``∫‖∇L‖ dt`` over the last decade of time before the stop, or
+   the remaining path length its fitted decay law predicts, whichever is longer.
 3. **Classify.** From ``L(θ_ref)`` and the spectrum of ``∇²L(θ_ref)``: a zero of the risk
    (:attr:`Limit.ZERO_RISK`), a local minimum at a positive risk (:attr:`Limit.LOCAL_MIN`),
    a saddle (:attr:`Limit.SADDLE`), or :attr:`Limit.UNRESOLVED` with a :class:`LimitReason`.
@@ -207,11 +208,15 @@ class LimitAnalysis(eqx.Module):
       ``1e-8`` in float64, ``1e-4`` in float32.
     - `distance_factor`: the refined point is this flow's limit only if
       ``‖θ_ref − θ_stop‖ ≤ distance_factor · d_ref`` (``inf`` disables the test).
-      Default ``2``: with ``d_ref`` the path length of the last decade of time, a tail
-      with ``‖θ_t − θ*‖ ∝ t^{−q}``, ``q ≥ 1/2`` (e.g. ``L = Σθ⁴``: ``q = 1/2``), or an
-      exponential tail has ``‖θ_stop − θ*‖ ≤ d_ref``; the factor 2 leaves room for the
-      refinement's own error while refusing zeros that a flow in its transient has not
-      reached.
+      Default ``2``. The dynamics pass ``d_ref = max(recent, remaining)``: the path
+      length of the last decade of time, and the remaining path length that the fitted
+      decay law predicts (``2‖∇L‖/r`` for ``L ∝ e^{−rt}``, ``2‖∇L‖t/(q − 1)`` for
+      ``L ∝ t^{−q}``, ``q > 1``; :func:`gflow_jax.dynamics.analysis.remaining_path_length`),
+      which *is* ``‖θ_stop − θ*‖`` while the law holds. The first covers tails with
+      ``‖θ_t − θ*‖ ∝ t^{−q}``, ``q ≥ 1/2`` (``L = Σθ⁴``: ``q = 1/2``), the second slow
+      linear tails (``r t_stop ≲ 1``) that moved little over their last decade; the
+      factor 2 leaves room for the law's and the refinement's errors while refusing
+      zeros that a flow in its transient has not reached.
     - `max_steps`: most trust-region Newton trials of the critical-point refinement (each
       one Hessian and one ``eigh``). Default ``200``.
     - `zero_search_steps`: most trials of the zero search that runs first (``0`` skips
@@ -701,8 +706,10 @@ def analyse_limit(
     - `loss`: ``θ ↦ L(θ)``, the risk (``≥ 0``) as a function of the flat trainable
       parameter vector; twice differentiable except on kinks (jittable).
     - `theta_stop`: ``(p,)`` the flow's end point.
-    - `reference_distance`: ``d_ref``, the flow's recent path length ``∫‖∇L‖ dt``
-      (parameter units); ``0`` or non-finite selects the fallback above.
+    - `reference_distance`: ``d_ref``, the flow's distance scale (parameter units): its
+      recent path length ``∫‖∇L‖ dt`` or the remaining one its decay law predicts,
+      whichever is longer (see `LimitAnalysis.distance_factor`); ``0`` or non-finite
+      selects the fallback above.
     - `options`: a resolved :class:`LimitAnalysis` (``options.resolve(dtype)``).
     - `kink_margin`: optional ``θ ↦ m(θ) ≥ 0``, the distance to the nearest kink of ``L``
       (e.g. the smallest ``|pre-activation|`` of a ReLU network over the data); ``KINK``

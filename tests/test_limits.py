@@ -3,6 +3,8 @@ answer (numpy least squares, analytic spectra, the closed-form flow of ``L = Σ�
 
 import functools
 
+import diffrax
+import equinox as eqx
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -10,8 +12,10 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import toys  # noqa: E402
 
 from gflow_jax._defaults import defaults  # noqa: E402
+from gflow_jax.dynamics.analysis import remaining_path_length  # noqa: E402
 from gflow_jax.limits import (  # noqa: E402
     DecayLaw,
     Limit,
@@ -475,3 +479,32 @@ def test_decay_fit_degenerate_tails():
     assert float(noisy.exp_r2) < 0.9 and float(noisy.power_r2) < 0.9
     with pytest.raises(ValueError):
         fit_decay(ts, ts, tail_fraction_decades=0.0)
+
+
+# --------------------------------------------------------------------------------------
+# The flow's distance scale: the path its fitted decay law still predicts
+# --------------------------------------------------------------------------------------
+
+
+class _Quartic(eqx.Module):
+    """``L = θ⁴``: ``θ(t) = θ0/√(1 + 8θ0²t)``, ``L ~ 1/(64 t²)`` (power law, q = 2)."""
+
+    def __call__(self, model):
+        return jnp.sum(model.theta**4)
+
+
+@pytest.mark.parametrize(
+    "risk, theta0, t1",
+    [(toys.Quadratic(), 0.2, 6.0), (_Quartic(), 0.8, 1e4)],
+    ids=["exponential", "power"],
+)
+def test_remaining_path_length_is_the_distance_to_the_limit(risk, theta0, t1):
+    """For ``(θ − 1)²`` the remaining path ``2‖∇L‖/r`` (``r = 4``) is exactly ``|θ − 1|``;
+    for ``θ⁴`` the power-law formula ``2‖∇L‖t/(q − 1)`` (``q = 2``) is ``8θ³t → θ``: both
+    are the distance to the flow's limit, here checked against the closed forms."""
+    model = toys.Scalar(jnp.array([theta0]))
+    traj = toys.flow(model, risk, t1, controller=diffrax.PIDController(rtol=1e-10, atol=1e-12))
+    limit = 1.0 if isinstance(risk, toys.Quadratic) else 0.0
+    distance = abs(float(traj.model.theta[0]) - limit)
+    predicted = float(remaining_path_length(traj, traj.decay))
+    np.testing.assert_allclose(predicted, distance, rtol=0.02)

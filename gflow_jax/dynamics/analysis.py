@@ -12,6 +12,7 @@ from jaxtyping import Array, Float
 
 from ..limits import (
     DecayFit,
+    DecayLaw,
     LimitAnalysis,
     LimitReason,
     LimitReport,
@@ -55,6 +56,45 @@ def recent_path_length(traj: Trajectory, decades: float = 1.0) -> Float[Array, "
     both = keep[1:] & keep[:-1]
     pieces = jnp.where(both, 0.5 * (g[1:] + g[:-1]) * (ts[1:] - ts[:-1]), 0.0)
     return jnp.sum(pieces)
+
+
+def remaining_path_length(traj: Trajectory, decay: DecayFit) -> Float[Array, ""]:
+    """The path length the flow still has to go if its fitted decay law continues.
+
+    Along the flow ``dL/dt = −‖∇L‖²``, so a decay law fixes ``‖∇L(t)‖`` for ``t > t_s``
+    (``t_s = t_stop``, ``g_s = ‖∇L(θ_stop)‖``) and with it the remaining path length
+    ``∫_{t_s}^∞ ‖∇L‖ dt``, the distance the flow still travels towards its limit:
+
+    - exponential, ``L ∝ e^{−r t}``: ``‖∇L‖² = r L``, so ``‖∇L‖ = g_s e^{−r(t − t_s)/2}``
+      and the remaining length is ``2 g_s / r``;
+    - power law, ``L ∝ t^{−q}`` with ``q > 1``: ``‖∇L‖ = g_s (t/t_s)^{−(q+1)/2}`` and the
+      remaining length is ``2 g_s t_s / (q − 1)`` (infinite for ``q ≤ 1``: no estimate).
+
+    A slow linear tail (``r·t_s ≲ 1``) has moved little over its last decade, so the
+    recent path length (:func:`recent_path_length`) understates how far its limit is;
+    this extrapolation does not.
+
+    **Arguments:**
+
+    - `traj`: a finished :class:`Trajectory`.
+    - `decay`: its :class:`gflow_jax.limits.DecayFit` (:func:`decay_of`).
+
+    **Returns:**
+
+    The predicted remaining path length (parameter units); ``0`` when the law is
+    ``UNKNOWN``, a power law has ``q ≤ 1``, or a value is not finite.
+    """
+    g, t = traj.final_grad_norm, traj.t_stop
+    rate = decay.exp_rate
+    q = -decay.power_exponent
+    exponential = (decay.law == DecayLaw.EXPONENTIAL) & (rate > 0)
+    power = (decay.law == DecayLaw.POWER) & (q > 1)
+    length = jnp.where(
+        exponential,
+        2 * g / jnp.where(exponential, rate, 1),
+        jnp.where(power, 2 * g * t / jnp.where(power, q - 1, 1), 0),
+    )
+    return jnp.where(jnp.isfinite(length), length, 0).astype(g.dtype)
 
 
 def decay_of(traj: Trajectory) -> DecayFit:
@@ -105,7 +145,12 @@ def limit_of(problem: Problem, traj: Trajectory, options: LimitAnalysis | None) 
         def kink_margin(theta):
             return problem.risk.kink_margin(problem.model(unravel(theta)))
 
-    report = analyse_limit(loss, flat, recent_path_length(traj), options, kink_margin)
+    # the flow's distance scale: the path of its last decade of time, or the path its
+    # fitted decay law still predicts, whichever is longer
+    reference = jnp.maximum(
+        recent_path_length(traj), remaining_path_length(traj, decay_of(traj))
+    ).astype(flat.dtype)
+    report = analyse_limit(loss, flat, reference, options, kink_margin)
     no_limit = (
         (traj.outcome == Outcome.DIVERGED)
         | (traj.outcome == Outcome.ILL_POSED)
