@@ -33,10 +33,31 @@ def _random_student(d, n, d_out=1, *, seed, use_bias=True, scale=1.0):
     return gf.ShallowReLU(d, n, d_out, key=jax.random.key(seed), use_bias=use_bias, scale=scale)
 
 
+def _unflatten(th, shape):
+    d, n, d_out, bias = shape
+    return gf.ShallowReLU.from_flat(th, d, n, d_out, use_bias=bias)
+
+
+# module-level jitted functions of (θ, risk, shape): tests with the same sizes share one
+# compilation (compilation dominates the run time of this file)
+@eqx.filter_jit
+def _value_and_grad(th, risk, shape):
+    return jax.value_and_grad(lambda t: risk(_unflatten(t, shape)))(th)
+
+
+@eqx.filter_jit
+def _hess(th, risk, shape):
+    return jax.jacfwd(jax.grad(lambda t: risk(_unflatten(t, shape))))(th)
+
+
 def _flat_loss(risk, model):
-    """``θ ↦ L`` on the full flat vector of `model` (all fields trainable)."""
-    d, n, d_out, bias = model.d_in, model.width, model.d_out, model.use_bias
-    return lambda th: risk(gf.ShallowReLU.from_flat(th, d, n, d_out, use_bias=bias))
+    """``(L, ∇L, ∇²L)`` as functions of the full flat vector of `model`."""
+    shape = (model.d_in, model.width, model.d_out, model.use_bias)
+    return (
+        lambda th: _value_and_grad(th, risk, shape)[0],
+        lambda th: _value_and_grad(th, risk, shape)[1],
+        lambda th: _hess(th, risk, shape),
+    )
 
 
 def _central_fd(f, th, eps):
@@ -196,7 +217,7 @@ def test_arc_cosine_kernel():
 
 
 def test_risk_is_arc_cosine_kernel_sum_without_biases():
-    d, n, k = 4, 3, 2
+    d, n, k = 3, 4, 3
     teacher = _random_student(d, k, seed=1, use_bias=False)
     student = _random_student(d, n, seed=2, use_bias=False)
     # independent NumPy evaluation: L = Σ a_i a_l ‖w_i‖‖w_l‖ κ(ϑ_il), x ~ N(0, I)
@@ -208,34 +229,38 @@ def test_risk_is_arc_cosine_kernel_sum_without_biases():
     kern = np.outer(norms, norms) * (np.sin(theta) + (np.pi - theta) * cos) / (2 * np.pi)
     ref = a @ kern @ a
     risk = gf.PopulationRisk.gaussian(teacher)
-    assert float(risk(student)) == pytest.approx(ref, rel=1e-13)
+    loss = _flat_loss(risk, student)[0]
+    assert float(loss(student.to_flat())) == pytest.approx(ref, rel=1e-13)
 
 
 # -- the risk against integration --------------------------------------------------------
 
 
-def _quad_risk_1d(student, teacher_fn, mean, var):
-    """``E(N − f)²`` for ``x ~ N(mean, var)`` in 1-d, breakpoints at every kink."""
-    sd = np.sqrt(var)
-    kinks = [
-        -float(b) / float(w) for w, b in zip(np.asarray(student.w[:, 0]), student.b, strict=True)
-    ]
-
-    def integrand(z):
-        x = jnp.asarray([[mean + sd * z]])
-        r = np.asarray(student(x))[0] - np.asarray(teacher_fn(x))[0]
-        return float(r @ r) * scipy.stats.norm.pdf(z)
-
-    zs = sorted((kk - mean) / sd for kk in kinks if abs((kk - mean) / sd) < 12)
-    val, _ = scipy.integrate.quad(integrand, -12, 12, points=zs, epsabs=1e-14, epsrel=1e-12)
-    return val
+def _np_net(model):
+    """``x ↦ N(x)`` in NumPy (scalar output, 1-d input) and its kinks ``−b_j/w_j``."""
+    w, b = np.asarray(model.w[:, 0]), np.asarray(model.b)
+    v, c = np.asarray(model.v[0]), float(model.c[0])
+    kinks = [-bj / wj for wj, bj in zip(w, b, strict=True) if wj != 0]
+    return (lambda x: c + v @ np.maximum(w * x + b, 0.0)), kinks
 
 
 def test_risk_1d_vs_adaptive_quadrature():
-    teacher = (gf.ShallowReLU(1, 2, key=jax.random.key(5)), gf.Affine(0.7, -0.2))
+    relu_teacher = gf.ShallowReLU(1, 2, key=jax.random.key(5))
+    teacher = (relu_teacher, gf.Affine(0.7, -0.2))
     student = _random_student(1, 3, seed=6)
-    risk = gf.PopulationRisk.gaussian(teacher, mean=0.4, cov=1.7)
-    ref = _quad_risk_1d(student, risk.target, 0.4, 1.7)
+    mean, var = 0.4, 1.7
+    risk = gf.PopulationRisk.gaussian(teacher, mean=mean, cov=var)
+    # E(N − f)², x = mean + sd z, breakpoints at every kink of student and teacher
+    net, k_s = _np_net(student)
+    tnet, k_t = _np_net(relu_teacher)
+    sd = np.sqrt(var)
+
+    def integrand(z):
+        x = mean + sd * z
+        return (net(x) - tnet(x) - 0.7 * x + 0.2) ** 2 * scipy.stats.norm.pdf(z)
+
+    zs = sorted((k - mean) / sd for k in k_s + k_t if abs((k - mean) / sd) < 12)
+    ref = scipy.integrate.quad(integrand, -12, 12, points=zs, epsabs=1e-14, epsrel=1e-12)[0]
     assert float(risk(student)) == pytest.approx(ref, rel=1e-11)
 
 
@@ -268,42 +293,40 @@ def test_risk_2d_vs_nested_quadrature():
                     if -12 < z < 12:
                         pts.append(z)
         f = lambda z2: residual(np.array([z1]), np.array([z2]))[0] ** 2 * scipy.stats.norm.pdf(z2)
-        return scipy.integrate.quad(f, -12, 12, points=sorted(pts) or None, epsabs=1e-13)[0]
+        return scipy.integrate.quad(f, -12, 12, points=sorted(pts) or None, epsabs=1e-12)[0]
 
     ref = scipy.integrate.quad(
-        lambda z1: inner(z1) * scipy.stats.norm.pdf(z1), -12, 12, epsabs=1e-12, limit=200
+        lambda z1: inner(z1) * scipy.stats.norm.pdf(z1), -12, 12, epsabs=1e-11, limit=200
     )[0]
     assert float(risk(student)) == pytest.approx(ref, rel=1e-9)
+
+
+@eqx.filter_jit
+def _mc_batches(x, y, model, batches):
+    """Monte Carlo value and generalised gradient (``relu'(0) = 0``) on `batches` slices."""
+    size = x.shape[0] // batches
+
+    def batch(i):
+        xb = jax.lax.dynamic_slice_in_dim(x, i * size, size)
+        yb = jax.lax.dynamic_slice_in_dim(y, i * size, size)
+        value, grad = eqx.filter_value_and_grad(gf.EmpiricalRisk(xb, yb))(model)
+        return value, grad.to_flat()
+
+    return jax.lax.map(batch, jnp.arange(batches))
 
 
 def _mc_check(risk, student, n_samples, key, z=5.0):
     """Risk and gradient within ``z`` Monte Carlo standard errors (20 batches)."""
     x = risk.measure.sample(key, n_samples)
-    y = risk.target(x)
-    params, static = partition(student)
     batches = 20
-    size = n_samples // batches
-
-    @jax.jit
-    def batch(i):
-        xb = jax.lax.dynamic_slice_in_dim(x, i * size, size)
-        yb = jax.lax.dynamic_slice_in_dim(y, i * size, size)
-        emp = gf.EmpiricalRisk(xb, yb)
-        return jax.value_and_grad(lambda p: emp(eqx.combine(p, static)))(params)
-
-    vals, grads = jax.lax.map(batch, jnp.arange(batches))
-    exact, g_exact = jax.value_and_grad(lambda p: risk(eqx.combine(p, static)))(params)
+    vals, g_mc = _mc_batches(x, risk.target(x), student, batches)
+    g_mc = np.asarray(g_mc)  # (batches, p), θ's layout
+    loss, grad, _ = _flat_loss(risk, student)
+    exact, g_exact = float(loss(student.to_flat())), np.asarray(grad(student.to_flat()))
     se = float(jnp.std(vals)) / np.sqrt(batches)
-    assert abs(float(exact) - float(jnp.mean(vals))) < z * se, (
-        float(exact),
-        float(vals.mean()),
-        se,
-    )
-    for g_mc, g_ex in zip(
-        jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(g_exact), strict=True
-    ):
-        mean, err = np.mean(g_mc, axis=0), np.std(g_mc, axis=0) / np.sqrt(batches)
-        np.testing.assert_array_less(np.abs(mean - np.asarray(g_ex)), z * err + 1e-12)
+    assert abs(exact - float(jnp.mean(vals))) < z * se, (exact, float(vals.mean()), se)
+    err = np.std(g_mc, axis=0) / np.sqrt(batches)
+    np.testing.assert_array_less(np.abs(np.mean(g_mc, axis=0) - g_exact), z * err + 1e-12)
     return se
 
 
@@ -348,51 +371,39 @@ def test_permutation_zero_at_teacher_and_split_neurons():
     d = 3
     rng = np.random.default_rng(3)
     mean, cov = rng.normal(size=d), _spd(d, rng)
-    teacher = gf.ShallowReLU(d, 3, 2, key=jax.random.key(11))
+    teacher = gf.ShallowReLU(d, 3, key=jax.random.key(11))
     risk = gf.PopulationRisk.gaussian(teacher, mean, cov)
-    scale = float(
-        gf.PopulationRisk.gaussian(teacher, mean, cov)(
-            teacher.__class__.from_flat(0 * teacher.to_flat(), d, 3, 2)
-        )
-    )  # E‖f‖² (a zero student)
-    student = _random_student(d, 5, 2, seed=12)
-    perm = np.array([3, 0, 4, 1, 2])
+    x = risk.measure.sample(jax.random.key(1), 10_000)
+    scale = float(jnp.mean(risk.target(x) ** 2))  # ≈ E‖f‖², the size of the risk
+    loss4, grad4, _ = _flat_loss(risk, _random_student(d, 4, seed=12))
+    student = _random_student(d, 4, seed=12)
+    perm = np.array([3, 0, 2, 1])
     permuted = eqx.tree_at(
         lambda m: (m.w, m.b, m.v), student, (student.w[perm], student.b[perm], student.v[:, perm])
     )
-    assert float(risk(permuted)) == pytest.approx(float(risk(student)), rel=1e-14)
-    # student = teacher: zero risk and zero gradient
-    params, static = partition(teacher)
-    value, grad = jax.value_and_grad(lambda p: risk(eqx.combine(p, static)))(params)
-    assert 0.0 <= float(value) <= 1e-15 * scale
-    for g in jax.tree_util.tree_leaves(grad):
-        assert float(jnp.max(jnp.abs(g))) <= 1e-14 * scale
-    # a teacher neuron split into two identical student neurons (ρ = 1 inside the student)
-    split = eqx.tree_at(
-        lambda m: (m.w, m.b, m.v),
-        teacher,
-        (
-            jnp.concatenate([teacher.w, teacher.w[:1]]),
-            jnp.concatenate([teacher.b, teacher.b[:1]]),
-            jnp.concatenate([teacher.v.at[:, 0].multiply(0.3), 0.7 * teacher.v[:, :1]], axis=1),
-        ),
+    assert float(loss4(permuted.to_flat())) == pytest.approx(
+        float(loss4(student.to_flat())), rel=1e-14
     )
-    params, static = partition(split)
-    value, grad = jax.value_and_grad(lambda p: risk(eqx.combine(p, static)))(params)
-    assert float(value) <= 1e-14 * scale
-    for g in jax.tree_util.tree_leaves(grad):
-        assert float(jnp.max(jnp.abs(g))) <= 1e-13 * scale
+    # student = teacher: zero risk and zero gradient (pairs with ρ = 1 exactly)
+    loss3, grad3, _ = _flat_loss(risk, teacher)
+    assert 0.0 <= float(loss3(teacher.to_flat())) <= 1e-15 * scale
+    assert float(jnp.max(jnp.abs(grad3(teacher.to_flat())))) <= 1e-14 * scale
+    # a teacher neuron split into two identical student neurons (ρ = 1 inside the student)
+    split = _split(teacher)
+    assert float(loss4(split.to_flat())) <= 1e-14 * scale
+    assert float(jnp.max(jnp.abs(grad4(split.to_flat())))) <= 1e-13 * scale
 
 
 def test_rescaling_invariance_without_biases():
-    teacher = orthonormal_teacher(4, 3, key=jax.random.key(0))
+    teacher = orthonormal_teacher(3, 3, key=jax.random.key(0))
     risk = gf.PopulationRisk.gaussian(teacher)
-    student = _random_student(4, 3, seed=3, use_bias=False)
-    alpha = jnp.array([0.5, 3.0, 1.7])
+    student = _random_student(3, 4, seed=3, use_bias=False)
+    alpha = jnp.array([0.5, 3.0, 1.7, 0.2])
     scaled = eqx.tree_at(
         lambda m: (m.w, m.v), student, (student.w * alpha[:, None], student.v / alpha[None, :])
     )
-    assert float(risk(scaled)) == pytest.approx(float(risk(student)), rel=1e-13)
+    loss = _flat_loss(risk, student)[0]
+    assert float(loss(scaled.to_flat())) == pytest.approx(float(loss(student.to_flat())), rel=1e-13)
 
 
 def test_gradient_and_hessian_vs_finite_differences():
@@ -401,32 +412,45 @@ def test_gradient_and_hessian_vs_finite_differences():
     teacher = (gf.ShallowReLU(d, 3, key=jax.random.key(21)), gf.Affine(rng.normal(size=d), 0.1))
     risk = gf.PopulationRisk.gaussian(teacher, rng.normal(size=d) * 0.3, _spd(d, rng))
     student = _random_student(d, 4, seed=22)
-    loss = _flat_loss(risk, student)
+    loss, grad, hess_fn = _flat_loss(risk, student)
     th = student.to_flat()
-    grad = jax.jit(jax.grad(loss))
     np.testing.assert_allclose(grad(th), _central_fd(loss, th, 1e-5), rtol=1e-8, atol=1e-9)
-    hess = jax.jit(jax.jacfwd(jax.grad(loss)))(th)
+    hess = hess_fn(th)
     np.testing.assert_allclose(hess, hess.T, atol=1e-13)
     np.testing.assert_allclose(hess, _central_fd(grad, th, 1e-5), rtol=1e-7, atol=1e-8)
 
 
-def test_hessian_at_the_teacher_is_the_limit():
-    # student = teacher: parallel pairs (ρ = 1); L is C² there (not C³), so central
-    # differences of ∇L converge to the Hessian at first order in the step
-    d = 2
-    teacher = gf.ShallowReLU(d, 2, key=jax.random.key(31))
-    risk = gf.PopulationRisk.gaussian(teacher, mean=[0.2, -0.1])
-    loss = _flat_loss(risk, teacher)
-    th = teacher.to_flat()
-    hess = np.asarray(jax.jit(jax.hessian(loss))(th))
+def _split(teacher):
+    """The teacher with its first neuron split in two identical ones (output 0.3 + 0.7)."""
+    return eqx.tree_at(
+        lambda m: (m.w, m.b, m.v),
+        teacher,
+        (
+            jnp.concatenate([teacher.w, teacher.w[:1]]),
+            jnp.concatenate([teacher.b, teacher.b[:1]]),
+            jnp.concatenate([teacher.v.at[:, 0].multiply(0.3), 0.7 * teacher.v[:, :1]], axis=1),
+        ),
+    )
+
+
+def test_hessian_at_a_zero_with_parallel_neurons_is_the_limit():
+    # a zero of L with parallel pairs (ρ = 1: student neurons on teacher neurons, and two
+    # identical student neurons); L is C² there (not C³), so central differences of ∇L
+    # converge to the Hessian at first order in the step
+    d = 3
+    teacher = gf.ShallowReLU(d, 3, key=jax.random.key(31))
+    risk = gf.PopulationRisk.gaussian(teacher, mean=[0.2, -0.1, 0.3])
+    student = _split(teacher)
+    _, grad, hess_fn = _flat_loss(risk, student)
+    th = student.to_flat()
+    hess = np.asarray(hess_fn(th))
     assert np.all(np.isfinite(hess))
-    grad = jax.jit(jax.grad(loss))
     errs = [np.max(np.abs(_central_fd(grad, th, eps) - hess)) for eps in (1e-4, 1e-6)]
     assert errs[1] < 1e-4 * np.max(np.abs(hess))
     assert errs[1] < 0.05 * errs[0]  # first-order convergence (factor 100 in the step)
     # and it is the Gauss–Newton matrix 2 E[∂N ∂Nᵀ] (zero residual), here by Monte Carlo
-    x = risk.measure.sample(jax.random.key(0), 400_000)
-    jac = jax.vmap(jax.grad(lambda t, xi: gf.ShallowReLU.from_flat(t, d, 2)(xi[None])[0, 0]),
+    x = risk.measure.sample(jax.random.key(0), 100_000)
+    jac = jax.vmap(jax.grad(lambda t, xi: gf.ShallowReLU.from_flat(t, d, 4)(xi[None])[0, 0]),
                    (None, 0))(th, x)  # fmt: skip
     gn = 2 * np.asarray(jac.T @ jac) / x.shape[0]
     np.testing.assert_allclose(hess, gn, atol=0.02 * np.max(np.abs(hess)))
@@ -449,21 +473,18 @@ def test_degenerate_neuron_generalised_gradient():
         student = eqx.tree_at(
             lambda m: (m.w, m.b), base, (base.w.at[1].set(0.0), base.b.at[1].set(bj))
         )
-        g = jax.grad(risk)(student)
+        g = _unflatten(_flat_loss(risk, student)[1](student.to_flat()), (d, 4, 1, True))
         if bj <= 0:
             assert np.all(np.asarray(g.w[1]) == 0) and float(g.b[1]) == 0 and float(g.v[0, 1]) == 0
         else:
-            loss = _flat_loss(risk, student)
+            loss, grad, _ = _flat_loss(risk, student)
             th = student.to_flat()
-            np.testing.assert_allclose(
-                jax.grad(loss)(th), _central_fd(loss, th, 1e-6), rtol=1e-7, atol=1e-8
-            )
+            np.testing.assert_allclose(grad(th), _central_fd(loss, th, 1e-6), rtol=1e-7, atol=1e-8)
         if bj == 0:
             # the same convention as the empirical generalised gradient on samples
             # (w_j = 0: 1{u_j > 0} = 1{b_j > 0} exactly), up to Monte Carlo error
-            _mc_check(risk, student, 200_000, jax.random.key(43))
-            hess = jax.hessian(_flat_loss(risk, student))(student.to_flat())
-            assert np.all(np.isfinite(hess))
+            _mc_check(risk, student, 1_000_000, jax.random.key(43))
+            assert np.all(np.isfinite(_flat_loss(risk, student)[2](student.to_flat())))
     # no biases: w_j = 0 is a kink (L ~ ‖w_j‖); G_{w_j} = 0 and the kink margin is 0
     teacher = orthonormal_teacher(d, 3)
     student = eqx.tree_at(lambda m: m.w, base, base.w.at[1].set(0.0))
@@ -471,7 +492,7 @@ def test_degenerate_neuron_generalised_gradient():
         jnp.concatenate([student.w.ravel(), student.v.ravel()]), d, 4, use_bias=False
     )
     nb = gf.PopulationRisk.gaussian(teacher)
-    g = jax.grad(nb)(student)
+    g = _unflatten(_flat_loss(nb, student)[1](student.to_flat()), (d, 4, 1, False))
     assert np.all(np.asarray(g.w[1]) == 0) and float(g.v[0, 1]) == 0
     assert float(nb.kink_margin(student)) == 0.0
     assert float(nb.kink_margin(base_nb := _random_student(d, 4, seed=2, use_bias=False))) == (
@@ -487,22 +508,20 @@ def test_float32_and_jit_vmap_over_students():
     rng = np.random.default_rng(6)
     teacher = (gf.ShallowReLU(d, 3, key=jax.random.key(51)), gf.Affine(rng.normal(size=d), 0.2))
     risk = gf.PopulationRisk.gaussian(teacher, rng.normal(size=d) * 0.3, _spd(d, rng))
-    keys = jax.random.split(jax.random.key(52), 6)
+    keys = jax.random.split(jax.random.key(52), 3)
+    # a float32 batch of students, jit + vmap of value and gradient
     students = eqx.filter_vmap(lambda k: gf.ShallowReLU(d, 4, key=k))(keys)
-    value_and_grad = eqx.filter_jit(eqx.filter_vmap(eqx.filter_value_and_grad(risk)))
-    vals, grads = value_and_grad(students)
+    students32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), students)
+    vals, grads = eqx.filter_jit(eqx.filter_vmap(eqx.filter_value_and_grad(risk)))(students32)
+    assert vals.dtype == jnp.float32 and grads.w.dtype == jnp.float32
+    loss, grad, _ = _flat_loss(risk, gf.ShallowReLU(d, 4, key=keys[0]))
     for i, key in enumerate(keys):
-        one = gf.ShallowReLU(d, 4, key=key)
-        v1, g1 = eqx.filter_value_and_grad(risk)(one)
-        assert float(vals[i]) == pytest.approx(float(v1), rel=1e-13)
-        np.testing.assert_allclose(grads.w[i], g1.w, rtol=1e-12, atol=1e-14)
-        # float32: same risk and gradient to float32 accuracy
-        one32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), one)
-        v32, g32 = eqx.filter_value_and_grad(risk)(one32)
-        assert v32.dtype == jnp.float32 and g32.w.dtype == jnp.float32
-        assert float(v32) == pytest.approx(float(v1), rel=2e-5, abs=1e-6)
-        for a, b in zip(jax.tree_util.tree_leaves(g32), jax.tree_util.tree_leaves(g1), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+        # each member against its own float64 evaluation, to float32 accuracy
+        th = gf.ShallowReLU(d, 4, key=key).to_flat()
+        v64, g64 = float(loss(th)), np.asarray(grad(th))
+        assert float(vals[i]) == pytest.approx(v64, rel=2e-5, abs=1e-6)
+        g32 = jax.tree_util.tree_map(lambda a, i=i: a[i], grads).to_flat()
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4 * np.max(np.abs(g64)))
     # zero risk at the teacher in float32 too
     t32 = gf.ShallowReLU(d, 3, key=jax.random.key(51), dtype=jnp.float32)
     assert float(gf.PopulationRisk.gaussian(t32)(t32)) <= 1e-6
@@ -519,7 +538,8 @@ def test_safran_shamir_setting_frozen_output_layer():
     params, static = partition(student)
     assert params.v is None and params.b is None and params.c is None
     g = jax.grad(lambda p: risk(eqx.combine(p, static)))(params)
-    assert g.w.shape == (4, d)
+    full = _unflatten(_flat_loss(risk, student)[1](student.to_flat()), (d, 4, 1, False))
+    np.testing.assert_allclose(g.w, full.w, rtol=1e-14, atol=1e-15)  # v frozen, w trained
     # the flat layout without biases round-trips and the risk is unchanged
     assert student.num_params == d * 4 + 4 == student.to_flat().shape[0]
     again = gf.ShallowReLU.from_flat(student.to_flat(), d, 4, use_bias=False, frozen=("v",))

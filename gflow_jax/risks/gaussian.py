@@ -632,12 +632,11 @@ class _GaussianTeacherStudentRisk(AbstractPiecewiseSmoothRisk):
     slope: Float[Array, "d_out d"]
     offset: Float[Array, " d_out"]
     teacher_energy: Float[Array, ""]
-    measure: Gaussian
 
     def __init__(self, teacher, mean=None, cov=None):
         relu_units, slopes, offsets, d, d_out = _teacher_parts(teacher)
-        self.measure = _input_law(mean, cov, d)
-        d = self.measure.dim
+        law = _input_law(mean, cov, d)
+        d = law.dim
         if relu_units:
             tw = np.concatenate([u[0] for u in relu_units], axis=0)
             tb = np.concatenate([u[1] for u in relu_units])
@@ -654,8 +653,8 @@ class _GaussianTeacherStudentRisk(AbstractPiecewiseSmoothRisk):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"the teacher's {name} is not finite.")
         with jax.ensure_compile_time_eval():
-            self.mean = jnp.asarray(np.asarray(self.measure.mean))
-            self.cov = jnp.asarray(np.asarray(self.measure.cov))
+            self.mean = jnp.asarray(np.asarray(law.mean))
+            self.cov = jnp.asarray(np.asarray(law.cov))
             self.teacher_w, self.teacher_b = jnp.asarray(tw), jnp.asarray(tb)
             self.teacher_v = jnp.asarray(tv)
             self.slope, self.offset = jnp.asarray(slope), jnp.asarray(offset)
@@ -663,6 +662,15 @@ class _GaussianTeacherStudentRisk(AbstractPiecewiseSmoothRisk):
                 self.mean, self.cov, self.teacher_w, self.teacher_b, self.teacher_v,
                 self.slope, self.offset,
             )  # fmt: skip
+
+    @property
+    def measure(self) -> Gaussian:
+        """The input law as a :class:`gflow_jax.Gaussian` (e.g. for a quadrature risk).
+
+        Built on demand: the risk itself holds only arrays, so jitted functions taking it
+        as an argument do not recompile for another mean or covariance.
+        """
+        return Gaussian(np.asarray(self.mean), np.asarray(self.cov))
 
     @property
     def dim(self) -> int:
