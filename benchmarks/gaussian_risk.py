@@ -172,7 +172,7 @@ def ensemble_rows(batch: int, width: int, nodes: int, t1: float, seed: int) -> l
 def benchmark(
     *,
     widths=(4, 16, 64, 256),
-    dims=(4, 64, 256),
+    dims=(4, 256),
     fixed_d: int = 16,
     fixed_n: int = 16,
     qmc_max_log2: int = 16,
@@ -263,7 +263,7 @@ def markdown(record: dict) -> str:
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--widths", type=int, nargs="*", default=[4, 16, 64, 256])
-    parser.add_argument("--dims", type=int, nargs="*", default=[4, 64, 256])
+    parser.add_argument("--dims", type=int, nargs="*", default=[4, 256])
     parser.add_argument("--fixed-d", type=int, default=16, help="d of the width scan and QMC")
     parser.add_argument("--fixed-n", type=int, default=16, help="n = k of the d scan and QMC")
     parser.add_argument("--qmc-max-log2", type=int, default=16)

@@ -73,7 +73,7 @@ from ..models.base import partition
 from ..models.shallow import ShallowReLU
 from .base import AbstractPiecewiseSmoothRisk
 from .measures import Gaussian, QuadratureError
-from .targets import Affine, Constant
+from .targets import AbstractTarget, Affine, Constant
 
 # ----------------------------------------------------------------------------------
 # The bivariate normal CDF (Genz 2004, after Drezner & Wesolowsky 1990)
@@ -617,6 +617,30 @@ def _teacher_energy(mean, cov, tw, tb, tv, slope, offset):
 
 
 @final
+class _TeacherTarget(AbstractTarget):
+    """``f(x) = V' relu(W' x + b') + A x + a`` (the teachers' sum; private)."""
+
+    teacher_w: Float[Array, "k d"]
+    teacher_b: Float[Array, " k"]
+    teacher_v: Float[Array, "d_out k"]
+    slope: Float[Array, "d_out d"]
+    offset: Float[Array, " d_out"]
+
+    def __call__(self, x: Float[ArrayLike, "n d"]) -> Float[Array, "n d_out"]:
+        x = jnp.asarray(x)
+        d = self.slope.shape[1]
+        if x.ndim != 2 or x.shape[-1] != d:
+            raise ValueError(f"x must have shape (n, {d}), got {x.shape}.")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(self.slope.dtype)
+        tw, tb, tv, slope, offset = (
+            a.astype(x.dtype)
+            for a in (self.teacher_w, self.teacher_b, self.teacher_v, self.slope, self.offset)
+        )
+        return relu(x @ tw.T + tb) @ tv.T + x @ slope.T + offset
+
+
+@final
 class _GaussianTeacherStudentRisk(AbstractPiecewiseSmoothRisk):
     """``L(θ) = E‖N_θ(x) − f(x)‖²``, ``x ~ N(μ, Σ)``, in closed form.
 
@@ -714,24 +738,17 @@ class _GaussianTeacherStudentRisk(AbstractPiecewiseSmoothRisk):
         _student(model, self.dim, self.d_out)
         return jnp.min(model.switching_scales())
 
-    def target(self, x: Float[ArrayLike, "n d"]) -> Float[Array, "n d_out"]:
-        """The teacher ``f(x)`` (the sum of the teachers), e.g. for a quadrature risk.
+    @property
+    def target(self) -> _TeacherTarget:
+        """The teacher ``f`` (the sum of the teachers) as a target: ``risk.target(x)``.
 
-        **Arguments:**
-
-        - `x`: inputs ``(n, d)``.
-
-        **Returns:**
-
-        ``(n, d_out)`` outputs.
+        An :class:`~gflow_jax.risks.targets.AbstractTarget` mapping ``(n, d)`` inputs to
+        ``(n, d_out)`` outputs, e.g. for a quadrature risk ``PopulationRisk(risk.target,
+        risk.measure, nodes=...)`` or Monte Carlo.
         """
-        x = jnp.asarray(x)
-        if x.ndim != 2 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must have shape (n, {self.dim}), got {x.shape}.")
-        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else self.mean.dtype
-        _, _, tw, tb, tv, slope, offset = self._arrays(dtype)
-        x = x.astype(dtype)
-        return relu(x @ tw.T + tb) @ tv.T + x @ slope.T + offset
+        return _TeacherTarget(
+            self.teacher_w, self.teacher_b, self.teacher_v, self.slope, self.offset
+        )
 
     def quadrature_error(self, model: ShallowReLU) -> QuadratureError:
         """Same report as :meth:`gflow_jax.PopulationRisk.quadrature_error`; errors 0.
