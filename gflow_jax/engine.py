@@ -335,7 +335,6 @@ def _schedule(dynamics, problem, params, frozen, batch, chunk_size, segment_step
     started = np.zeros(batch + 1, bool)
     chunk = np.zeros(0, np.int64)  # lockstep mode: the members of the current chunk
     useful = evaluated = segments = 0
-    budget = dynamics.max_steps
 
     def candidates(phase: int) -> list[int]:
         pool = chunk if not compact else np.flatnonzero(started[:batch])
@@ -361,8 +360,9 @@ def _schedule(dynamics, problem, params, frozen, batch, chunk_size, segment_step
         slots = np.array(members + [batch] * (size - len(members)), np.int64)
         live = ~done[slots]
         steps_before = store.num_steps[slots].copy()
-        seg = segment_steps * max(1, cap // size)  # smaller pools run longer segments
-        seg = max(1, min(seg, budget - int(steps_before[live].max())))  # exact budget
+        # smaller pools run longer segments; the budget and the stiffness checks are the
+        # members' own (counted in their states), so `seg` only sets the speed
+        seg = dynamics.segment_length(segment_steps * max(1, cap // size))
         pool = _advance_on_devices(
             dynamics,
             problem,

@@ -120,6 +120,14 @@ class AbstractDynamics(eqx.Module):
         its new phase). Finished members are returned unchanged.
         """
 
+    def segment_length(self, steps: int) -> int:
+        """The length of a segment of about `steps` steps that suits this dynamics.
+
+        The ensemble engine advances pools by this many steps (default: `steps`). Only
+        efficiency may depend on it, never a member's result.
+        """
+        return steps
+
     def finish(self, problem: Problem, state: State, params0: PyTree) -> Trajectory:
         """Classify the final state and assemble the :class:`Trajectory`."""
         report = problem.diagnose(state.y, self.stop)

@@ -6,11 +6,12 @@ from typing import ClassVar, Literal
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, Float, Int, PyTree
 
 from .._checks import check_controller, positive_float, positive_int
 from .._defaults import defaults
@@ -23,14 +24,22 @@ TailOption = Literal["auto", "explicit"] | diffrax.AbstractSolver
 
 EXPLICIT, TAIL = 0, 1
 
+#: Steps between stiffness checks of a member (``GradientFlow.stiffness_check_steps``).
+CHECK_STEPS = 128
+_NO_LIMIT = 2**31 - 1  # the step counter of a controller state that was never limited
+
 
 class _RecordStep(diffrax.AbstractStepSizeController):
-    """Wraps a step-size controller and records its proposed next step in its state.
+    """Wraps a step-size controller: records its proposed next step, and counts steps.
 
     Diffrax's ``Solution`` does not expose the controller's next step, which is needed
-    to *resume* a solve where it stopped. The state is ``(inner_state, dt, tnext)``: the
-    proposed step and its end time (resuming at ``t`` needs ``dt0`` with
-    ``t + dt0 == tnext`` exactly, see :func:`_step_to`). Nothing else changes.
+    to *resume* a solve where it stopped. The state is ``(inner_state, dt, tnext, left)``:
+    the proposed step and its end time (resuming at ``t`` needs ``dt0`` with
+    ``t + dt0 == tnext`` exactly, see :func:`_step_to`), and the number of steps this
+    member may still take in this solve. When ``left`` reaches 0 the controller ends the
+    solve with ``max_steps_reached``, exactly as Diffrax's own (static, batch-wide)
+    ``max_steps`` would, but *per member*: a member's step budget and its stiffness check
+    points are its own, whatever its pool. Nothing else changes.
     """
 
     inner: diffrax.AbstractStepSizeController
@@ -40,13 +49,19 @@ class _RecordStep(diffrax.AbstractStepSizeController):
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return tnext, (state, tnext - t0, tnext)
+        return tnext, (state, tnext - t0, tnext, jnp.asarray(_NO_LIMIT, jnp.int32))
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
         keep, tprev, tnext, jump, inner, result = self.inner.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, state[0]
         )
-        return keep, tprev, tnext, jump, (inner, tnext - tprev, tnext), result
+        left = state[3] - 1
+        result = diffrax.RESULTS.where(
+            (left <= 0) & (result == diffrax.RESULTS.successful),
+            diffrax.RESULTS.max_steps_reached,
+            result,
+        )
+        return keep, tprev, tnext, jump, (inner, tnext - tprev, tnext, left), result
 
 
 class _RecordAdaptiveStep(diffrax.AbstractAdaptiveStepSizeController):
@@ -150,8 +165,8 @@ class GradientFlow(AbstractDynamics):
     **Stiff tails.** Near a minimum the flow is nearly linear with Jacobian ``−∇²L``:
     stiff and often degenerate, so an explicit solver's steps are limited by stability,
     not accuracy. With ``tail="auto"`` (default) every member starts with the explicit
-    `solver`; after each segment of steps it estimates ``h·λ_max(∇²L)`` (``h`` the
-    controller's next step, ``λ_max`` by warm-started power iteration on
+    `solver`; every `stiffness_check_steps` of its own steps it estimates
+    ``h·λ_max(∇²L)`` (``h`` the controller's next step, ``λ_max`` by warm-started power iteration on
     Hessian-vector products) and, once ``h·λ_max ≥ stiffness_threshold`` (default 2:
     Tsit5 is stable for ``hλ ≲ 3.3`` on the negative real axis), switches for good to
     the tail solver :class:`gflow_jax.ExponentialTail` (an error-controlled exponential
@@ -171,7 +186,11 @@ class GradientFlow(AbstractDynamics):
     - `adjoint`: passed to ``diffeqsolve``; reverse-mode gradients through
       :func:`gflow_jax.integrate` need ``tail="explicit"`` (one ``diffeqsolve``).
     - `dt0`: initial step (default: chosen by the controller).
-    - `max_steps`: solver step budget per trajectory (``UNFINISHED`` when spent).
+    - `max_steps`: solver step budget per trajectory (``UNFINISHED`` when spent), exact
+      per member.
+    - `stiffness_check_steps`: with a tail solver, the stiffness test runs after every
+      `stiffness_check_steps` steps *of the member* (counted in its own state), so the
+      switch step never depends on the ensemble's pool sizes or segments.
     """
 
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
@@ -182,6 +201,7 @@ class GradientFlow(AbstractDynamics):
     adjoint: diffrax.AbstractAdjoint = diffrax.RecursiveCheckpointAdjoint()
     dt0: float | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=2**20)
+    stiffness_check_steps: int = eqx.field(static=True, default=CHECK_STEPS)
     num_phases: ClassVar[int] = 2
 
     def __check_init__(self):
@@ -229,12 +249,20 @@ class GradientFlow(AbstractDynamics):
         if self.dt0 is not None:
             positive_float("dt0", self.dt0)
         positive_int("max_steps", self.max_steps)
+        positive_int("stiffness_check_steps", self.stiffness_check_steps)
 
     def resolve(self, dtype) -> GradientFlow:
         table = defaults(dtype)
         controller = self.controller
         if controller is None:
             controller = diffrax.PIDController(rtol=table.rtol, atol=table.atol)
+        if isinstance(controller, diffrax.PIDController):
+            # tolerances as arrays: values, so new tolerances reuse the compiled programs
+            controller = eqx.tree_at(
+                lambda c: (c.rtol, c.atol),
+                controller,
+                (jnp.asarray(controller.rtol, dtype), jnp.asarray(controller.atol, dtype)),
+            )
         tail = self.tail
         if tail == "auto":
             from .tail import ExponentialTail
@@ -249,6 +277,7 @@ class GradientFlow(AbstractDynamics):
             adjoint=self.adjoint,
             dt0=self.dt0,
             max_steps=self.max_steps,
+            stiffness_check_steps=self.stiffness_check_steps,
         )
 
     @property
@@ -291,10 +320,49 @@ class GradientFlow(AbstractDynamics):
         )
         return initial_state(problem, params, inner)
 
+    def segment_length(self, steps: int) -> int:
+        """`steps` rounded up to a multiple of `stiffness_check_steps` (with a tail phase).
+
+        Members start at step 0 and are checked at their own multiples of
+        `stiffness_check_steps`, so segments of such multiples keep a pool's members in
+        step with each other between checks (no member idles while others finish a
+        check interval). Results never depend on it.
+        """
+        if self.tail_solver is None:
+            return steps
+        k = self.stiffness_check_steps
+        return -(-steps // k) * k
+
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
         tail = self.tail_solver
         if phase == TAIL and tail is None:
             raise ValueError("this GradientFlow has no tail phase (tail='explicit').")
+        # the member's own last step in this call: never past its budget
+        end = jnp.minimum(state.num_steps + max_steps, self.max_steps)
+        if phase == TAIL or tail is None:
+            new = self._solve(problem, state, phase, max_steps, end)
+            return jtu.tree_map(lambda a, b: jnp.where(state.finished, a, b), state, new)
+
+        # Explicit phase with a tail: sub-solves that end at the member's own multiples
+        # of `stiffness_check_steps` (counted in its state, so independent of the pool
+        # and of how the call's steps are segmented), each followed by the check.
+        k = self.stiffness_check_steps
+
+        def active(s):
+            return ~s.finished & (s.phase == phase) & (s.num_steps < end)
+
+        def body(s):
+            target = jnp.minimum((s.num_steps // k + 1) * k, end)
+            s = self._solve(problem, s, phase, min(k, max_steps), target)
+            return self._maybe_switch(problem, s)
+
+        return jax.lax.while_loop(active, body, state)
+
+    def _solve(
+        self, problem: Problem, state: State, phase: int, max_steps: int, target: Int[Array, ""]
+    ) -> State:
+        """One ``diffeqsolve`` from `state` in `phase`, until the member's step `target`."""
+        tail = self.tail_solver
         solver = self.solver if phase == EXPLICIT else tail
         solver_state = state.inner.explicit_state if phase == EXPLICIT else state.inner.tail_state
         stop = self.stop
@@ -311,6 +379,9 @@ class GradientFlow(AbstractDynamics):
         subs = [diffrax.SubSaveAt(ts=seg_ts, fn=save_report), diffrax.SubSaveAt(t1=True)]
         if problem.save_path:
             subs.append(diffrax.SubSaveAt(ts=seg_ts))
+        cstate = state.inner.controller_state
+        left = jnp.maximum(target - state.num_steps, 1).astype(jnp.int32)
+        cstate = (*cstate[:3], left)
         sol = diffrax.diffeqsolve(
             self._term(problem),
             solver,
@@ -326,7 +397,7 @@ class GradientFlow(AbstractDynamics):
             max_steps=max_steps,
             adjoint=self.adjoint,
             solver_state=solver_state,
-            controller_state=state.inner.controller_state,
+            controller_state=cstate,
             made_jump=state.inner.made_jump,
             throw=False,
         )
@@ -342,12 +413,17 @@ class GradientFlow(AbstractDynamics):
             path = jtu.tree_map(lambda new, old: _where_rows(filled, new, old), sol.ys[2], path)
         steps = sol.stats["num_steps"]
         num_steps = state.num_steps + steps
-        verdict = solver_verdict(sol.result)
-        segment_spent = verdict == SolverVerdict.MAX_STEPS
-        budget_spent = num_steps >= self.max_steps
-        verdict = jnp.where(segment_spent & ~budget_spent, jnp.int8(SolverVerdict.OK), verdict)
-        finished = ~segment_spent | budget_spent
         t = sol.ts[1][0]
+        verdict = solver_verdict(sol.result)
+        # the step limit (Diffrax's or the member's own) ended this solve before t1
+        segment_spent = (verdict == SolverVerdict.MAX_STEPS) & (t < problem.t1)
+        budget_spent = num_steps >= self.max_steps
+        verdict = jnp.where(
+            (verdict == SolverVerdict.MAX_STEPS) & ~(segment_spent & budget_spent),
+            jnp.int8(SolverVerdict.OK),
+            verdict,
+        )
+        finished = ~segment_spent | budget_spent
         y = jtu.tree_map(lambda x: x[0], sol.ys[1])
         inner = FlowInner(
             dt=sol.controller_state[1],
@@ -358,7 +434,7 @@ class GradientFlow(AbstractDynamics):
             made_jump=sol.made_jump,
             stiff_vector=state.inner.stiff_vector,
         )
-        new = State(
+        return State(
             t=t,
             y=y,
             num_steps=num_steps,
@@ -372,23 +448,22 @@ class GradientFlow(AbstractDynamics):
             t_tail=state.t_tail,
             inner=inner,
         )
-        if phase == EXPLICIT and tail is not None:
-            new = self._maybe_switch(problem, new)
-        return new
 
     def _maybe_switch(self, problem: Problem, state: State) -> State:
-        """Switch a live member to the tail solver once ``h·λ_max ≥ stiffness_threshold``."""
+        """At the member's own check points (every `stiffness_check_steps` steps), switch a
+        live member to the tail solver once ``h·λ_max ≥ stiffness_threshold``."""
         from .tail import stiffness_index
 
         tail = self.tail_solver
         term = self._term(problem)
+        due = ~state.finished & (state.num_steps % self.stiffness_check_steps == 0)
         index, vector = stiffness_index(
             lambda y: problem.field(None, y, None),
             state.y,
             state.inner.dt,
             state.inner.stiff_vector,
         )
-        switch = ~state.finished & (index >= self.stiffness_threshold)
+        switch = due & (index >= self.stiffness_threshold)
         t, dt = state.t, state.inner.dt
         tnext, cstate = (
             _recording(self.controller)
@@ -406,7 +481,7 @@ class GradientFlow(AbstractDynamics):
             tail_state=pick(tail_state, old.tail_state),
             controller_state=pick(cstate, old.controller_state),
             made_jump=jnp.where(switch, False, old.made_jump),
-            stiff_vector=vector,
+            stiff_vector=jnp.where(due, vector, old.stiff_vector),
         )
         return eqx.tree_at(
             lambda s: (s.phase, s.t_tail, s.inner),

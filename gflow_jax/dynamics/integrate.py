@@ -29,7 +29,8 @@ from .flow import GradientFlow
 from .problem import Problem, check_horizon, check_save_ts, save_grid
 from .trajectory import Trajectory
 
-#: Steps per segment between phase checks (stiffness) of a multi-phase dynamics.
+#: Steps per segment of a multi-phase dynamics in :func:`integrate` (speed only: the
+#: stiffness checks run every ``GradientFlow.stiffness_check_steps`` of a member's steps).
 SEGMENT_STEPS = 128
 
 
@@ -98,28 +99,21 @@ def run_to_end(dynamics: AbstractDynamics, problem: Problem, state: State) -> St
     """Advance one (unbatched) state until it is finished, respecting its step budget exactly.
 
     A single-phase dynamics runs in one call (one ``diffeqsolve``: reverse-mode
-    differentiable). A multi-phase one runs segments of :data:`SEGMENT_STEPS` steps in a
-    ``lax.while_loop``, each in the member's current phase.
+    differentiable). A multi-phase one runs segments in a ``lax.while_loop``, each in the
+    member's current phase (the dynamics counts the budget and the phase checks in the
+    member's own state, so the segment length changes nothing but speed).
     """
     budget = dynamics.max_steps
     if not multi_phase(dynamics):
         return dynamics.advance(problem, state, budget, 0)
-    seg = min(SEGMENT_STEPS, budget)
-    rest = budget % seg
-
-    def segment(steps, s):
-        branches = [
-            functools.partial(dynamics.advance, problem, max_steps=steps, phase=p)
-            for p in range(dynamics.num_phases)
-        ]
-        return jax.lax.switch(s.phase.astype(jnp.int32), [lambda x, b=b: b(x) for b in branches], s)
+    seg = min(dynamics.segment_length(SEGMENT_STEPS), budget)
+    branches = [
+        functools.partial(dynamics.advance, problem, max_steps=seg, phase=p)
+        for p in range(dynamics.num_phases)
+    ]
 
     def body(s):
-        if rest == 0:
-            return segment(seg, s)
-        return jax.lax.cond(
-            s.num_steps + seg <= budget, lambda x: segment(seg, x), lambda x: segment(rest, x), s
-        )
+        return jax.lax.switch(s.phase.astype(jnp.int32), [lambda x, b=b: b(x) for b in branches], s)
 
     return jax.lax.while_loop(lambda s: ~s.finished, body, state)
 
