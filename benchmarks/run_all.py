@@ -9,6 +9,7 @@ import sys
 # (module, arguments): moderate sizes, minutes each on 2 CPU cores
 BENCHMARKS = [
     ("benchmarks.ensemble_throughput", []),
+    ("benchmarks.peers", ["--n", "32", "--t1", "100"]),
     ("benchmarks.population_vs_empirical", ["--n", "32", "--t1", "100"]),
     ("benchmarks.implicit_cost", []),
     ("benchmarks.limit_labelling", ["--n", "1024"]),
