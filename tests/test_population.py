@@ -504,3 +504,27 @@ def test_quadrature_validation():
         Uniform(0.0, 1.0, 0)
     with pytest.raises(ValueError, match="Gauss–Hermite"):
         Gaussian(0.0, 1.0, rule="gauss").nodes_and_weights(1000)
+
+
+def test_exact_risk_of_a_network_without_biases():
+    """``ShallowReLU(use_bias=False)`` is the network with ``b = c = 0``: the same risk and
+    gradient in ``(w, v)`` as a biased network with zero biases, and no bias gradient."""
+    risk = PopulationRisk.uniform_1d(Affine(2.0, 1.0), -0.5, 1.0)
+    w, v = np.array([0.7, -1.2, 0.4]), np.array([1.1, 0.6, -0.8])
+    bare = ShallowReLU(1, 3, key=jax.random.key(0), use_bias=False)
+    bare = eqx.tree_at(lambda m: (m.w, m.v), bare, (jnp.asarray(w)[:, None], jnp.asarray(v)[None]))
+    mean = (
+        scipy.integrate.quad(
+            lambda x: (np.sum(v * np.maximum(w * x, 0)) - 2 * x - 1) ** 2, -0.5, 1.0, points=[0.0]
+        )[0]
+        / 1.5
+    )
+    np.testing.assert_allclose(float(risk(bare)), mean, rtol=1e-12)
+    grad = jax.grad(risk)(bare)
+    assert grad.b is None and grad.c is None
+    biased = make_model(w, [0.0] * 3, v, 0.0)
+    _, g = value_and_g(risk, biased)
+    np.testing.assert_allclose(grad.w, g.w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad.v, g.v, rtol=1e-12, atol=1e-14)
+    G = risk.generalised_gradient(bare)
+    np.testing.assert_allclose(G.w, grad.w, rtol=1e-12, atol=1e-14)

@@ -175,7 +175,10 @@ def _unpack(model) -> tuple[Array, Array, Array, Array]:
             f"{type(model).__name__}. Use PopulationRisk(target, Uniform(a, b, d_in), "
             f"nodes=...) for other models."
         )
-    w, b, v, c = model.w, model.b, model.v, model.c
+    w, v = model.w, model.v
+    # a network without biases (ShallowReLU(use_bias=False)) is the one with b = c = 0
+    b = jnp.zeros(w.shape[:1], w.dtype) if model.b is None else model.b
+    c = jnp.zeros(v.shape[:1], v.dtype) if model.c is None else model.c
     if w.ndim != 2 or w.shape[-1] != 1:
         raise ValueError(
             f"the exact 1-d population risk needs d_in = 1, got w of shape {w.shape}. "
@@ -255,10 +258,13 @@ class _ExactUniform1DRisk(AbstractPiecewiseSmoothRisk):
         **Returns:**
 
         A pytree like `model` whose fields ``w (H, 1)``, ``b (H,)``, ``v (1, H)``,
-        ``c (1,)`` hold ``G_w, G_b, G_v, G_c``; equal to ``jax.grad`` of the risk with
+        ``c (1,)`` hold ``G_w, G_b, G_v, G_c`` (only ``G_w, G_v`` for a network without
+        biases, whose ``b`` and ``c`` are ``None``); equal to ``jax.grad`` of the risk with
         respect to the model.
         """
         _, (g_w, g_b, g_v, g_c) = _risk_and_g(*self._args(model))
+        if model.b is None:  # no biases: only G_w and G_v
+            return eqx.tree_at(lambda m: (m.w, m.v), model, (g_w[:, None], g_v[None, :]))
         return eqx.tree_at(
             lambda m: (m.w, m.b, m.v, m.c),
             model,
