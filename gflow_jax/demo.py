@@ -26,6 +26,22 @@ import time
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo ensemble, print its Markdown summary and write the outputs.
+
+    Enables float64, runs :func:`gflow_jax.run_ensemble` of ``GradientFlow()`` on the
+    experiment of the module docstring and writes ``summary.md``, ``risk_curves.png`` and
+    ``ensemble.nc`` into ``--out`` (created if missing).
+
+    **Arguments:**
+
+    - `argv`: command-line arguments (``--out``, default ``results/demo``; ``--n``,
+      default 64; ``--width``, default 8; ``--t1``, default ``inf``; ``--seed``, default
+      0); ``None`` reads ``sys.argv``.
+
+    **Returns:**
+
+    The exit status ``0``.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m gflow_jax.demo",
         description=__doc__,

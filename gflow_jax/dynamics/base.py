@@ -57,7 +57,23 @@ class State(eqx.Module):
 
 
 def initial_state(problem: Problem, params: PyTree, inner: PyTree) -> State:
-    """A :class:`State` at ``t = 0`` with nothing saved yet."""
+    """A :class:`State` at ``t = 0`` with nothing saved yet.
+
+    The saved ``(L, ‖∇L‖, ‖θ‖)`` and the path (if ``problem.save_path``) are NaN at every
+    save time, the step counters are 0, the phase is 0, the verdict is ``OK`` and
+    ``t_tail = inf``.
+
+    **Arguments:**
+
+    - `problem`: the :class:`Problem` (its ``t1`` dtype is the time dtype; its
+      ``save_ts`` shape and ``save_path`` size the buffers).
+    - `params`: θ₀, the pytree of trainable arrays.
+    - `inner`: the dynamics' own initial state (stored as ``State.inner``).
+
+    **Returns:**
+
+    The unfinished :class:`State` at ``t = 0``, ``y = params``.
+    """
     dtype = problem.t1.dtype
     nan = jnp.full(problem.save_ts.shape, jnp.nan, dtype)
     path = None
@@ -101,15 +117,43 @@ class AbstractDynamics(eqx.Module):
 
     @abc.abstractmethod
     def resolve(self, dtype) -> "AbstractDynamics":
-        """A copy with every dtype-dependent default filled in (stop rules, tolerances)."""
+        """A copy with every dtype-dependent default filled in (stop rules, tolerances).
+
+        **Arguments:**
+
+        - `dtype`: the floating dtype of the trainable arrays.
+
+        **Returns:**
+
+        A new dynamics of the same type, ready for :meth:`init`.
+        """
 
     @abc.abstractmethod
     def save_times(self, save_ts: np.ndarray) -> np.ndarray:
-        """The times at which this dynamics can save, given the requested `save_ts`."""
+        """The times at which this dynamics can save, given the requested `save_ts`.
+
+        **Arguments:**
+
+        - `save_ts`: the requested increasing save times (time units of the flow).
+
+        **Returns:**
+
+        A NumPy array of the same shape: the save times actually used.
+        """
 
     @abc.abstractmethod
     def init(self, problem: Problem, params: PyTree) -> State:
-        """The :class:`State` at ``t = 0`` from θ₀ = `params`."""
+        """The :class:`State` at ``t = 0`` from θ₀ = `params`.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` to solve.
+        - `params`: θ₀, the pytree of trainable arrays.
+
+        **Returns:**
+
+        The initial (unfinished) :class:`State`, with this dynamics' own ``inner`` state.
+        """
 
     @abc.abstractmethod
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
@@ -118,6 +162,17 @@ class AbstractDynamics(eqx.Module):
         Resuming from the returned state continues the same solve. A member whose
         phase changes during the call stops there (it continues in the next call, in
         its new phase). Finished members are returned unchanged.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` being solved.
+        - `state`: the member's current :class:`State` (batched under ``vmap``).
+        - `max_steps`: the most steps taken in this call (static ``int``).
+        - `phase`: the phase to integrate (static ``int``, ``0 ≤ phase < num_phases``).
+
+        **Returns:**
+
+        The advanced :class:`State`.
         """
 
     def segment_length(self, steps: int) -> int:
@@ -125,11 +180,37 @@ class AbstractDynamics(eqx.Module):
 
         The ensemble engine advances pools by this many steps (default: `steps`). Only
         efficiency may depend on it, never a member's result.
+
+        **Arguments:**
+
+        - `steps`: the requested number of steps per segment.
+
+        **Returns:**
+
+        The segment length (an ``int``; this default returns `steps`).
         """
         return steps
 
     def finish(self, problem: Problem, state: State, params0: PyTree) -> Trajectory:
-        """Classify the final state and assemble the :class:`Trajectory`."""
+        """Classify the final state and assemble the :class:`Trajectory`.
+
+        The outcome is :meth:`Problem.diagnose`'s code at the final θ, except that a
+        failed solver verdict makes it ``SOLVER_FAILED`` (unless that code is
+        ``DIVERGED`` or ``ILL_POSED``). Save times after the stop time are NaN; one equal
+        to the stop time that was never filled (e.g. a stop rule met at ``t = 0``) gets
+        the final state's values.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` that was solved.
+        - `state`: the finished :class:`State`.
+        - `params0`: θ₀ (for ``initial_risk``).
+
+        **Returns:**
+
+        The :class:`Trajectory` (its ``limit`` and ``decay`` are ``None``: the caller
+        fills them).
+        """
         report = problem.diagnose(state.y, self.stop)
         failed = jnp.isin(
             state.verdict,

@@ -67,6 +67,17 @@ class GradientDescent(AbstractDynamics):
             raise TypeError(f"stop must be a gflow_jax.Stop, got {type(self.stop).__name__}.")
 
     def resolve(self, dtype) -> GradientDescent:
+        """A copy whose `stop` rules have the defaults of `dtype` filled in.
+
+        **Arguments:**
+
+        - `dtype`: the floating dtype of the trainable arrays.
+
+        **Returns:**
+
+        A :class:`GradientDescent` with the same `learning_rate`, `optimizer` and
+        `max_steps` and ``stop.resolve(dtype)``.
+        """
         return GradientDescent(
             learning_rate=self.learning_rate,
             optimizer=self.optimizer,
@@ -86,15 +97,56 @@ class GradientDescent(AbstractDynamics):
         return self.optimizer.update(grad, opt_state, params)
 
     def save_times(self, save_ts: np.ndarray) -> np.ndarray:
-        """Save times rounded up to iterate times ``k η`` (values are those iterates')."""
+        """Save times rounded up to iterate times ``k η`` (values are those iterates').
+
+        **Arguments:**
+
+        - `save_ts`: the requested save times (gradient-flow time units).
+
+        **Returns:**
+
+        A NumPy array ``ceil(save_ts/η − 10⁻⁹)·η`` of the same shape.
+        """
         eta = self.learning_rate
         return np.ceil(np.asarray(save_ts) / eta - 1e-9) * eta
 
     def init(self, problem: Problem, params: PyTree) -> State:
+        """The :class:`State` at iterate ``k = 0`` (``t = 0``).
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` to solve.
+        - `params`: θ₀, the pytree of trainable arrays.
+
+        **Returns:**
+
+        The initial :class:`State`; its ``inner`` is ``optimizer.init(params)``, or
+        ``None`` for the default plain SGD.
+        """
         inner = None if self.optimizer is None else self.optimizer.init(params)
         return initial_state(problem, params, inner)
 
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
+        """Take at most `max_steps` iterations from `state`.
+
+        Each iteration evaluates ``L``, ``‖∇L‖``, ``‖θ‖`` and the outcome at the current
+        iterate ``θ_k`` (time ``t_k = k η``), records them at every unfilled save time
+        ``≤ t_k``, and then either stops (a stop rule fired, ``k η ≥ t1``, or ``k`` reached
+        the dynamics' `max_steps`: ``finished``, with verdict ``MAX_STEPS`` when only the
+        budget ended it), pauses (this call's `max_steps` iterations taken), or updates θ
+        by the optimizer.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` being solved.
+        - `state`: the member's :class:`State`.
+        - `max_steps`: the most iterations in this call.
+        - `phase`: unused (gradient descent has one phase, ``0``).
+
+        **Returns:**
+
+        The advanced :class:`State` (``t = k η`` of its last evaluated iterate).
+        """
         eta = jnp.asarray(self.learning_rate, problem.t1.dtype)
         ts = problem.save_ts
         # the horizon in iterations: k η < t1 (exactly representable k, no drift)

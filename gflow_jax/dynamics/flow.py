@@ -252,6 +252,22 @@ class GradientFlow(AbstractDynamics):
         positive_int("stiffness_check_steps", self.stiffness_check_steps)
 
     def resolve(self, dtype) -> GradientFlow:
+        """A copy with the defaults of `dtype` filled in.
+
+        An unset `controller` becomes ``PIDController(rtol, atol)`` with the dtype's
+        default tolerances; a ``PIDController``'s ``rtol``/``atol`` are stored as arrays
+        of `dtype` (values, so new tolerances reuse the compiled programs);
+        ``tail="auto"`` becomes :class:`gflow_jax.ExponentialTail`; `stop` is
+        :meth:`gflow_jax.Stop.resolve`-d. Everything else is kept.
+
+        **Arguments:**
+
+        - `dtype`: the floating dtype of the trainable arrays.
+
+        **Returns:**
+
+        The resolved :class:`GradientFlow`.
+        """
         table = defaults(dtype)
         controller = self.controller
         if controller is None:
@@ -286,13 +302,38 @@ class GradientFlow(AbstractDynamics):
         return None if isinstance(self.tail, str) else self.tail
 
     def save_times(self, save_ts: np.ndarray) -> np.ndarray:
-        """The save times, unchanged (dense output interpolates between steps)."""
+        """The save times, unchanged (dense output interpolates between steps).
+
+        **Arguments:**
+
+        - `save_ts`: the requested increasing save times.
+
+        **Returns:**
+
+        `save_ts` itself.
+        """
         return save_ts
 
     def _term(self, problem: Problem) -> diffrax.ODETerm:
         return diffrax.ODETerm(problem.field)
 
     def init(self, problem: Problem, params: PyTree) -> State:
+        """The :class:`State` at ``t = 0``, in the explicit phase.
+
+        The controller proposes the first step (from `dt0`, or its own choice when
+        ``None``), its end clipped to ``t1``; the solver states (transient and, with a tail
+        solver, tail) are initialised per member, and the stiffness test's power
+        iteration starts from a fixed unit vector.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` to solve (a :meth:`resolve`-d dynamics).
+        - `params`: θ₀, the pytree of trainable arrays.
+
+        **Returns:**
+
+        The initial :class:`State`; its ``inner`` is a :class:`FlowInner`.
+        """
         term = self._term(problem)
         controller = _recording(self.controller).wrap(1)
         t0 = jnp.zeros_like(problem.t1)
@@ -327,6 +368,15 @@ class GradientFlow(AbstractDynamics):
         `stiffness_check_steps`, so segments of such multiples keep a pool's members in
         step with each other between checks (no member idles while others finish a
         check interval). Results never depend on it.
+
+        **Arguments:**
+
+        - `steps`: the requested number of steps per segment.
+
+        **Returns:**
+
+        `steps` unchanged for ``tail="explicit"``, else the smallest multiple of
+        `stiffness_check_steps` that is ``≥ steps``.
         """
         if self.tail_solver is None:
             return steps
@@ -334,6 +384,28 @@ class GradientFlow(AbstractDynamics):
         return -(-steps // k) * k
 
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
+        """Continue the member's ``diffeqsolve`` in `phase` for at most `max_steps` steps.
+
+        The member stops at step ``min(num_steps + max_steps, self.max_steps)``, at a stop
+        rule, at ``t1`` or on a solver failure (``finished`` is set unless only this call's
+        steps ran out). In the explicit phase with a tail solver the solve is split at the
+        member's own multiples of `stiffness_check_steps`; after each piece the stiffness
+        index ``h·λ_max`` is estimated and, once it is ``≥ stiffness_threshold``, the member
+        switches to the tail phase (``t_tail`` is set) and this call ends for it. Finished
+        members are returned unchanged.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` being solved.
+        - `state`: the member's :class:`State` (from :meth:`init` or a previous call).
+        - `max_steps`: the most solver steps in this call (static ``int``).
+        - `phase`: ``0`` (explicit `solver`) or ``1`` (tail solver; static ``int``).
+
+        **Returns:**
+
+        The advanced :class:`State`. Raises ``ValueError`` for ``phase=1`` with
+        ``tail="explicit"``.
+        """
         tail = self.tail_solver
         if phase == TAIL and tail is None:
             raise ValueError("this GradientFlow has no tail phase (tail='explicit').")

@@ -67,7 +67,27 @@ def make_problem(
     save_ts: ArrayLike | None,
     save_path: bool,
 ) -> tuple[AbstractDynamics, Problem]:
-    """Validate the options and build the resolved dynamics and the :class:`Problem`."""
+    """Validate the options and build the resolved dynamics and the :class:`Problem`.
+
+    **Arguments:**
+
+    - `dynamics`: an :class:`AbstractDynamics`, or ``None`` for ``GradientFlow()``.
+    - `dtype`: the floating dtype of the trainable arrays (resolves the defaults; the
+      problem's ``t1`` and ``save_ts`` have it).
+    - `risk`: ``risk(model) -> L``.
+    - `static`: the model without its trainable arrays.
+    - `t1`: the time horizon (positive, ``inf`` allowed).
+    - `n_save`: number of times of the default log-spaced grid (used when `save_ts` is
+      ``None``).
+    - `save_ts`: explicit save times in ``[0, t1]``, or ``None``.
+    - `save_path`: also keep θ at the save times.
+
+    **Returns:**
+
+    ``(dynamics, problem)``: the dynamics resolved for `dtype`, and the :class:`Problem`
+    whose save times are the dynamics' :meth:`~AbstractDynamics.save_times` of the
+    requested ones.
+    """
     t1 = check_horizon(t1)
     if dynamics is None:
         dynamics = GradientFlow()
@@ -91,7 +111,16 @@ def make_problem(
 
 
 def multi_phase(dynamics: AbstractDynamics) -> bool:
-    """Whether `dynamics` may change phase (then it runs in segments)."""
+    """Whether `dynamics` may change phase (then it runs in segments).
+
+    **Arguments:**
+
+    - `dynamics`: a resolved :class:`AbstractDynamics`.
+
+    **Returns:**
+
+    ``True`` for a :class:`GradientFlow` with a tail solver, else ``False``.
+    """
     return isinstance(dynamics, GradientFlow) and dynamics.tail_solver is not None
 
 
@@ -102,6 +131,16 @@ def run_to_end(dynamics: AbstractDynamics, problem: Problem, state: State) -> St
     differentiable). A multi-phase one runs segments in a ``lax.while_loop``, each in the
     member's current phase (the dynamics counts the budget and the phase checks in the
     member's own state, so the segment length changes nothing but speed).
+
+    **Arguments:**
+
+    - `dynamics`: a resolved :class:`AbstractDynamics`.
+    - `problem`: the :class:`Problem` being solved.
+    - `state`: the member's :class:`State` (usually from ``dynamics.init``).
+
+    **Returns:**
+
+    The finished :class:`State` (pass it to ``dynamics.finish``).
     """
     budget = dynamics.max_steps
     if not multi_phase(dynamics):

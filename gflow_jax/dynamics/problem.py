@@ -41,26 +41,78 @@ class Problem(eqx.Module):
     save_path: bool = eqx.field(static=True, default=False)
 
     def model(self, params: PyTree) -> PyTree:
-        """The model at θ = `params`."""
+        """The model at θ = `params`.
+
+        **Arguments:**
+
+        - `params`: θ, a pytree of trainable arrays shaped like ``partition(model)[0]``.
+
+        **Returns:**
+
+        ``eqx.combine(params, static)``.
+        """
         return eqx.combine(params, self.static)
 
     def risk_and_grad(self, params: PyTree) -> tuple[Float[Array, ""], PyTree]:
-        """``(L(θ), ∇L(θ))`` (the generalised gradient: ``relu'(0) = 0`` throughout)."""
+        """``(L(θ), ∇L(θ))`` (the generalised gradient: ``relu'(0) = 0`` throughout).
+
+        **Arguments:**
+
+        - `params`: θ, a pytree of trainable arrays.
+
+        **Returns:**
+
+        The scalar risk ``L(θ)`` and its gradient, a pytree like `params`
+        (``jax.value_and_grad``).
+        """
         return jax.value_and_grad(lambda p: self.risk(self.model(p)))(params)
 
     def field(self, t, params: PyTree, args) -> PyTree:
-        """The vector field ``−∇L(θ)`` in Diffrax's ``(t, y, args)`` convention."""
+        """The vector field ``−∇L(θ)`` in Diffrax's ``(t, y, args)`` convention.
+
+        **Arguments:**
+
+        - `t`: the time (unused: the flow is autonomous).
+        - `params`: θ, a pytree of trainable arrays.
+        - `args`: unused.
+
+        **Returns:**
+
+        ``−∇L(θ)``, a pytree like `params`.
+        """
         return jtu.tree_map(jnp.negative, self.risk_and_grad(params)[1])
 
     def evaluate(self, params: PyTree, stop: Stop) -> tuple[Diagnosis, PyTree]:
-        """:meth:`diagnose` and the gradient ``∇L(θ)`` from one evaluation."""
+        """:meth:`diagnose` and the gradient ``∇L(θ)`` from one evaluation.
+
+        **Arguments:**
+
+        - `params`: θ, a pytree of trainable arrays.
+        - `stop`: resolved :class:`gflow_jax.Stop` rules.
+
+        **Returns:**
+
+        ``(diagnosis, grad)``: the :class:`Diagnosis` at θ and ``∇L(θ)`` (a pytree like
+        `params`).
+        """
         value, grad = self.risk_and_grad(params)
         grad_norm, param_norm = tree_norm(grad), tree_norm(params)
         code = classify(value, grad_norm**2, param_norm, is_well_posed(self.model(params)), stop)
         return Diagnosis(value, grad_norm, param_norm, code), grad
 
     def diagnose(self, params: PyTree, stop: Stop) -> Diagnosis:
-        """``L``, ``‖∇L‖``, ``‖θ‖`` at θ and the :func:`gflow_jax.outcomes.classify` code."""
+        """``L``, ``‖∇L‖``, ``‖θ‖`` at θ and the :func:`gflow_jax.outcomes.classify` code.
+
+        **Arguments:**
+
+        - `params`: θ, a pytree of trainable arrays.
+        - `stop`: resolved :class:`gflow_jax.Stop` rules.
+
+        **Returns:**
+
+        A :class:`Diagnosis` of scalars (norms are Euclidean over all trainable arrays;
+        the code also uses the model's well-posedness at θ).
+        """
         return self.evaluate(params, stop)[0]
 
 
@@ -103,6 +155,15 @@ def check_save_ts(save_ts: ArrayLike, t1: float) -> np.ndarray:
 
     Strings, complex numbers, ``None`` and tracers are a ``TypeError``; NaN/inf, a wrong
     shape, a decrease or a time outside ``[0, t1]`` a ``ValueError`` saying which entry.
+
+    **Arguments:**
+
+    - `save_ts`: the requested save times (concrete, array-like).
+    - `t1`: the time horizon (may be ``inf``).
+
+    **Returns:**
+
+    The times as a float64 NumPy array of shape ``(n,)``.
     """
     ts = real_array("save_ts", save_ts, finite=False)
     if ts.ndim != 1 or ts.size < 1:
@@ -129,7 +190,19 @@ def check_save_ts(save_ts: ArrayLike, t1: float) -> np.ndarray:
 
 
 def check_horizon(t1) -> float:
-    """Validate a time horizon: a positive number, ``inf`` allowed (flows to the limit)."""
+    """Validate a time horizon: a positive number, ``inf`` allowed (flows to the limit).
+
+    A non-scalar array or a non-number is a ``TypeError``; NaN or ``t1 ≤ 0`` a
+    ``ValueError``.
+
+    **Arguments:**
+
+    - `t1`: the horizon (a Python/NumPy real or a 0-d array).
+
+    **Returns:**
+
+    ``float(t1)`` (a traced `t1` is returned unchecked).
+    """
     if isinstance(t1, (np.ndarray, jax.Array)) and np.ndim(t1) != 0:
         raise TypeError(f"t1 must be a scalar time, got an array of shape {np.shape(t1)}.")
     return positive_float(

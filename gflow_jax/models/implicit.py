@@ -504,7 +504,17 @@ class ImplicitReLU(AbstractModel):
         return x
 
     def injection(self, x: Float[ArrayLike, "n d_in"]) -> Float[Array, "n width"]:
-        """``φ(x_i) = W x_i`` or ``relu(W x_i)``, row by row, for ``x: (n, d_in)``."""
+        """``φ(x_i) = W x_i`` or ``relu(W x_i)``, row by row, for ``x: (n, d_in)``.
+
+        **Arguments:**
+
+        - `x`: inputs of shape ``(n, d_in)`` (another shape is a ``ValueError``).
+
+        **Returns:**
+
+        The injections ``φ(x)`` of shape ``(n, width)``: ``x Wᵀ`` for
+        ``input_map="linear"``, ``relu(x Wᵀ)`` for ``"relu"``.
+        """
         pre = self._check_x(x) @ self.W.T
         return relu(pre) if self.input_map == "relu" else pre
 

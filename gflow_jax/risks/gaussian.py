@@ -754,6 +754,16 @@ class _GaussianTeacherStudentRisk(AbstractPiecewiseSmoothRisk):
         """Same report as :meth:`gflow_jax.PopulationRisk.quadrature_error`; errors 0.
 
         Only round-off remains (relative ``~1e-15`` in float64, ``~1e-6`` in float32).
+
+        **Arguments:**
+
+        - `model`: the :class:`gflow_jax.ShallowReLU` at θ.
+
+        **Returns:**
+
+        A :class:`~gflow_jax.risks.measures.QuadratureError` of scalars: `risk` ``L(θ)``
+        (closed form, squared output units), `grad_norm` ``‖∇L(θ)‖`` (Euclidean over the
+        trainable arrays), and `risk_error` = `grad_error` = 0.
         """
         params, static = partition(model)
         risk, grad = jax.value_and_grad(lambda p: self(eqx.combine(p, static)))(params)
