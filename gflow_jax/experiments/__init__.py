@@ -24,6 +24,7 @@ STUDIES = {
     "shallow_relu": "gflow_jax.experiments.shallow_relu",
     "implicit_width": "gflow_jax.experiments.implicit_width",
     "deep_certificate": "gflow_jax.experiments.deep_certificate",
+    "teacher_student": "gflow_jax.experiments.teacher_student",
 }
 
 #: The scales every study has a preset for.
