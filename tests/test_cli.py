@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from gflow_jax.cli import app
 from gflow_jax.experiments import STUDIES, shallow_relu
+from gflow_jax.experiments._config import config_dict
 from gflow_jax.limits import Limit
 
 runner = CliRunner()
@@ -73,8 +74,13 @@ def test_shallow_relu_tiny_report_comes_from_the_dataset(shallow, tmp_path):
     assert (tmp_path / "shallow_relu.md").read_text() == md
 
 
-def test_config_errors_name_the_key(shallow, tmp_path):
-    out, _, _ = shallow
+def test_config_errors_name_the_key(tmp_path):
+    # a run folder of the tiny preset (only its run.json is read before refusing)
+    out = tmp_path / "run"
+    out.mkdir()
+    record = {"study": "shallow_relu", "scale": "tiny", "x64": True,
+              "config": config_dict(shallow_relu.PRESETS["tiny"])}  # fmt: skip
+    (out / "run.json").write_text(json.dumps(record))
 
     def fails(*args):
         result = runner.invoke(app, list(args))
@@ -98,6 +104,7 @@ def test_config_errors_name_the_key(shallow, tmp_path):
     msg = fails("run", "shallow_relu", "--scale", "tiny", "--set", "inits=5", "--out", str(out))
     assert "config.inits: stored 4, now 5" in msg and "--overwrite" in msg
     assert "not a gflow run folder" in fails("info", str(tmp_path))
+    assert not (out / "store").exists()  # refused before any work
 
 
 def test_list_names_every_study():
