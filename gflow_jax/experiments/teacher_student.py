@@ -22,9 +22,10 @@ local minimum), ``SADDLE``, or ``UNRESOLVED`` with its :class:`gflow_jax.LimitRe
 
 Observed (``laptop`` run, 16 initialisations per cell): every ``k = n`` flow at ``k ∈
 {3, 6}`` reached zero risk; for ``n > k`` some members are ``UNRESOLVED`` with reason
-``TOO_FAR`` at a risk that rounds to ``0`` (the zeros form a non-isolated set when the
-student is wider than the teacher, and the zero found lies outside the flow's ball) —
-read those as "risk → 0 not certified", not as spurious minima.
+``TOO_FAR`` (flow stopped ``CONVERGED`` at ``L ≤ 1e-10``, refined risk ``≈ 2e-13``: the
+zeros form a non-isolated set when the student is wider than the teacher, and the zero
+the refinement found lies outside the flow's ball) — read those as "risk → 0, limit not
+certified", not as spurious minima.
 """
 
 from __future__ import annotations
