@@ -1,5 +1,20 @@
-"""Test configuration: float64 for the mathematics (float32 is tested explicitly)."""
+"""Test configuration: float64 for the mathematics (float32 is tested explicitly), and one
+persistent XLA compilation cache shared by the test processes (pytest-xdist workers and
+the subprocesses that the CLI, notebook and strict tests start inherit it through the
+environment), so a program compiled by one process is not compiled again by another."""
+
+import os
+import tempfile
 
 import jax
 
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gflow_jax_test_xla_cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
 jax.config.update("jax_enable_x64", True)
