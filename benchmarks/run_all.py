@@ -13,6 +13,7 @@ BENCHMARKS = [
     ("benchmarks.population_vs_empirical", ["--n", "32", "--t1", "100"]),
     ("benchmarks.implicit_cost", []),
     ("benchmarks.limit_labelling", ["--n", "1024"]),
+    ("benchmarks.gaussian_risk", []),
 ]
 
 
