@@ -40,3 +40,30 @@ def write_study(dataset, out: str | os.PathLike, name: str, plot: Callable, tabl
     md = table(dataset)
     write_text(md, out, f"{name}.md")
     return md
+
+
+#: Outcome and limit codes, stored as ``int8`` in the study datasets.
+_CODES = ("outcome", "limit", "limit_reason")
+
+
+def per_member_dataset(ensemble, fields: tuple[str, ...]):
+    """The per-member fields of an ensemble as an ``xarray.Dataset`` along ``member``.
+
+    **Arguments:**
+
+    - `ensemble`: a :class:`gflow_jax.Ensemble`.
+    - `fields`: names of its per-trajectory fields (e.g. ``"limit"``, ``"final_risk"``).
+
+    **Returns:**
+
+    A dataset with one ``member`` variable per field; the codes ``outcome``, ``limit``
+    and ``limit_reason`` as ``int8``.
+    """
+    import numpy as np
+    import xarray as xr
+
+    values = {name: np.asarray(getattr(ensemble, name)) for name in fields}
+    for name in _CODES:
+        if name in values:
+            values[name] = values[name].astype(np.int8)
+    return xr.Dataset({name: ("member", v) for name, v in values.items()})

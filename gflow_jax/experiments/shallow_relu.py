@@ -38,7 +38,7 @@ import os
 import numpy as np
 
 from ._config import config_dict
-from ._io import save_figure, write_text
+from ._io import per_member_dataset, save_figure, write_text
 
 __all__ = ["PRESETS", "ShallowReLUConfig", "figure", "limit_clusters", "report", "run", "table"]
 
@@ -134,7 +134,6 @@ NEGLIGIBLE = 1e-12
 def _cell(config: ShallowReLUConfig, dynamics: str, width: int, members: range):
     import equinox as eqx
     import jax
-    import xarray as xr
 
     from ..dynamics import GradientDescent, GradientFlow
     from ..engine import run_ensemble
@@ -166,9 +165,9 @@ def _cell(config: ShallowReLUConfig, dynamics: str, width: int, members: range):
         chunk_size=config.chunk_size,
         progress=None,
     )
-    per_member = {
-        name: np.asarray(getattr(ens, name))
-        for name in (
+    return per_member_dataset(
+        ens,
+        (
             "outcome",
             "limit",
             "limit_reason",
@@ -180,11 +179,8 @@ def _cell(config: ShallowReLUConfig, dynamics: str, width: int, members: range):
             "max_param_norm",
             "t_stop",
             "num_steps",
-        )
-    }
-    for name in ("outcome", "limit", "limit_reason"):
-        per_member[name] = per_member[name].astype(np.int8)
-    return xr.Dataset({k: ("member", v) for k, v in per_member.items()})
+        ),
+    )
 
 
 def run(

@@ -38,7 +38,7 @@ import re
 import numpy as np
 
 from ._config import config_dict
-from ._io import save_figure, write_text
+from ._io import per_member_dataset, save_figure, write_text
 
 __all__ = [
     "PRESETS",
@@ -167,7 +167,6 @@ def _cell(config: TeacherStudentConfig, k: int, student: str, members: range):
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-    import xarray as xr
 
     from ..dynamics import GradientFlow
     from ..engine import run_ensemble
@@ -190,10 +189,7 @@ def _cell(config: TeacherStudentConfig, k: int, student: str, members: range):
     limits = LimitAnalysis(zero_risk=max(config.zero_risk, floor))
     ens = run_ensemble(init, risk, keys, config.t1, GradientFlow(), n_save=config.n_save,
                        chunk_size=config.chunk_size, limits=limits, progress=None)  # fmt: skip
-    per_member = {name: np.asarray(getattr(ens, name)) for name in _FIELDS}
-    for name in ("outcome", "limit", "limit_reason"):
-        per_member[name] = per_member[name].astype(np.int8)
-    return xr.Dataset({name: ("member", v) for name, v in per_member.items()})
+    return per_member_dataset(ens, _FIELDS)
 
 
 def run(
