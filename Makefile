@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)    ## the main job: default experiment -> table + figure in results/demo/
-	$(BIN)/python -m gflow_jax.demo --out results/demo
+	$(BIN)/gflow run demo --out results/demo
 
 test: $(STAMP)    ## the whole test suite
 	$(BIN)/python -m pytest -q -n 2

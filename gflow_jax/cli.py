@@ -27,6 +27,7 @@ from .experiments._config import (
     config_dict,
     load_toml,
     parse_assignments,
+    resolve_devices,
 )
 
 app = typer.Typer(
@@ -40,6 +41,15 @@ app = typer.Typer(
 )
 
 RUN_FILE = "run.json"
+
+DevicesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--devices",
+        help="JAX devices over which the ensembles split their pools: all, a count N, a "
+        "platform (cpu, gpu, tpu) or gpu:0,1 (default: one device)",
+    ),
+]
 
 
 def _fail(message: str, code: int = 2):
@@ -81,6 +91,7 @@ def _execute(
     overwrite: bool,
     executor: str = "local",
     scheduler: str | None = None,
+    devices: str | None = None,
 ) -> None:
     """Run a study into `out`: record the run, run it (resumable), save and report."""
     import jax
@@ -113,6 +124,7 @@ def _execute(
             progress=True,
             overwrite=overwrite,
             executor=client if client is not None else "local",
+            devices=devices,
         )
     except ValueError as e:
         _fail(str(e))
@@ -162,6 +174,7 @@ def run(
         str | None,
         typer.Option("--scheduler", help="Dask scheduler address (default: a local cluster)"),
     ] = None,
+    devices: DevicesOption = None,
 ):
     """Run a study: its preset for --scale, then --config, then every --set.
 
@@ -182,7 +195,11 @@ def run(
     except ConfigError as e:
         _fail(str(e))
     out = out or Path("results") / name
-    _execute(name, cfg, scale, out, not float32, overwrite, executor, scheduler)
+    try:
+        resolve_devices(devices)  # a bad spec fails here, before any work
+    except ConfigError as e:
+        _fail(str(e))
+    _execute(name, cfg, scale, out, not float32, overwrite, executor, scheduler, devices)
 
 
 @app.command()
@@ -192,6 +209,7 @@ def resume(
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Dask scheduler address")
     ] = None,
+    devices: DevicesOption = None,
 ):
     """Finish a killed run with the configuration it was started with."""
     record = _read_run(out)
@@ -202,7 +220,11 @@ def resume(
     except ConfigError as e:
         _fail(f"{out / RUN_FILE}: {e}")
     x64 = record.get("x64", True)
-    _execute(record["study"], cfg, record["scale"], out, x64, False, executor, scheduler)
+    try:
+        resolve_devices(devices)
+    except ConfigError as e:
+        _fail(str(e))
+    _execute(record["study"], cfg, record["scale"], out, x64, False, executor, scheduler, devices)
 
 
 @app.command()

@@ -17,7 +17,7 @@ LAYERS = [
     {"dynamics"},
     {"ensemble", "engine", "certificates"},
     {"plots"},
-    {"sweep", "experiments", "demo"},
+    {"sweep", "experiments"},
     {"cli"},
 ]
 

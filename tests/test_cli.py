@@ -175,16 +175,31 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tmp_path):
     assert manifest["config"]["chunk_size"] == 1 and manifest["members"] == 4
 
 
-def test_demo_entry_runs_the_demo(tmp_path):
-    """`gflow run demo` is `python -m gflow_jax.demo` on the registry: same ensemble file,
-    and a report whose headline is the stored fraction whose risk → 0."""
+def test_demo_is_the_main_job(tmp_path):
+    """`gflow run demo` (= `make demo`): its table's counts and headline are the stored
+    ensemble's, on the devices named by --devices; a bad --devices spec is refused."""
     import gflow_jax as gf
 
-    result = runner.invoke(app, ["run", "demo", "--scale", "tiny", "--out", str(tmp_path)])
+    args = ["run", "demo", "--scale", "tiny", "--out", str(tmp_path), "--devices", "1"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    ens = gf.Ensemble.load(tmp_path / "store" / "ensemble.nc")
+    ens = gf.Ensemble.load(tmp_path / "demo.nc")
     assert len(ens) == 4
     md = (tmp_path / "demo.md").read_text()
-    assert f"Fraction whose risk → 0: {ens.fraction()}" in md and "| limit | count |" in md
-    assert (tmp_path / "demo.png").stat().st_size > 1000
-    assert (tmp_path / "store" / "summary.md").exists()  # the demo's own output
+    assert md.strip() in result.output
+    assert f"Fraction whose risk → 0: {ens.fraction()}" in md
+    assert "| outcome | count |" in md and "| limit | count |" in md
+    for code, field in [
+        *((o, ens.outcome) for o in gf.Outcome),
+        *((c, ens.limit) for c in gf.Limit),
+    ]:
+        n = int(np.sum(np.asarray(field) == int(code)))
+        if n:
+            assert f"| {code.name} | {n} |" in md
+    assert f"solver steps: {ens.stats['useful_member_steps']} " in md
+    for name in ("demo.png", "demo.pdf"):
+        assert (tmp_path / name).stat().st_size > 1000
+    result = runner.invoke(app, ["run", "demo", "--scale", "tiny", "--devices", "tpu:7"])
+    assert result.exit_code == 2 and "--devices 'tpu:7'" in result.output
+    result = runner.invoke(app, ["run", "demo", "--scale", "tiny", "--devices", "99"])
+    assert result.exit_code == 2 and "device(s)" in result.output

@@ -18,7 +18,7 @@ from gflow_jax.experiments.deep_certificate import (
 from gflow_jax.outcomes import Outcome
 from gflow_jax.statistics import wilson_interval
 
-CONFIG = deep_certificate.SMALL
+CONFIG = deep_certificate.PRESETS["tiny"]
 
 
 @pytest.fixture(scope="module")

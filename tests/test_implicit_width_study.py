@@ -23,7 +23,7 @@ from gflow_jax.models.implicit import ImplicitReLU
 from gflow_jax.outcomes import Outcome
 
 # N = 6 points; widths m = 3 (m < N: no PL constant) and m = 12 (m = 2N)
-SMALL = implicit_width.SMALL
+SMALL = implicit_width.PRESETS["tiny"]
 
 
 @pytest.fixture(scope="module")

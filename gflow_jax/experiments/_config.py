@@ -15,7 +15,14 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["ConfigError", "build_config", "config_dict", "load_toml", "parse_assignments"]
+__all__ = [
+    "ConfigError",
+    "build_config",
+    "config_dict",
+    "load_toml",
+    "parse_assignments",
+    "resolve_devices",
+]
 
 
 class ConfigError(ValueError):
@@ -129,3 +136,47 @@ def parse_assignments(items: Iterable[str]) -> dict:
         except tomllib.TOMLDecodeError:
             out[key] = text.strip()
     return out
+
+
+def resolve_devices(spec: str | None) -> list | None:
+    """The JAX devices named by a ``--devices`` spec (resolved in the process that runs).
+
+    **Arguments:**
+
+    - `spec`: ``None`` or ``""`` (the default device), ``"all"`` (every device JAX
+      sees), ``"N"`` (the first ``N`` devices), a platform (``"cpu"``, ``"gpu"``,
+      ``"tpu"``: all of its devices) or a platform with indices (``"gpu:0,2"``).
+
+    **Returns:**
+
+    A list of ``jax.Device`` for :func:`gflow_jax.run_ensemble` (``devices=``), or
+    ``None`` for its default. Raises :class:`ConfigError` for a spec that names no
+    device of this machine.
+    """
+    if spec is None or not str(spec).strip():
+        return None
+    import jax
+
+    text = str(spec).strip().lower()
+    bad = f"--devices {spec!r}: use all, a count N, a platform (cpu, gpu, tpu) or gpu:0,1"
+    if text == "all":
+        return list(jax.devices())
+    if text.isdigit():
+        n, available = int(text), jax.devices()
+        if not 1 <= n <= len(available):
+            raise ConfigError(f"{bad}; this process sees {len(available)} device(s).")
+        return list(available[:n])
+    platform, _, indices = text.partition(":")
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        raise ConfigError(f"{bad}; JAX has no {platform!r} backend here.") from None
+    if not indices:
+        return list(devices)
+    try:
+        picked = [devices[int(i)] for i in indices.split(",")]
+    except (ValueError, IndexError):
+        raise ConfigError(f"{bad}; {platform} has {len(devices)} device(s).") from None
+    if len(set(picked)) != len(picked):
+        raise ConfigError(f"{bad}; a device is named twice.")
+    return picked

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-
-from .._storage import write_atomic
 
 
 def save_figure(fig, outdir: str | os.PathLike, name: str) -> list[str]:
@@ -26,20 +23,6 @@ def write_text(text: str, outdir: str | os.PathLike, filename: str) -> str:
     with open(path, "w") as fh:
         fh.write(text + "\n")
     return path
-
-
-def write_study(dataset, out: str | os.PathLike, name: str, plot: Callable, table: Callable) -> str:
-    """Write ``{name}.nc`` (atomically), ``{name}.png`` and ``{name}.md`` into ``out``.
-
-    Returns the Markdown table.
-    """
-    out = os.fspath(out)
-    os.makedirs(out, exist_ok=True)
-    write_atomic(dataset, os.path.join(out, f"{name}.nc"))
-    plot(dataset, os.path.join(out, f"{name}.png"))
-    md = table(dataset)
-    write_text(md, out, f"{name}.md")
-    return md
 
 
 #: Outcome and limit codes, stored as ``int8`` in the study datasets.

@@ -59,13 +59,12 @@ from ..outcomes import Outcome, Stop
 from ..risks.empirical import EmpiricalRisk
 from ..statistics import certification_table, wilson_interval
 from ..sweep import run_sweep
-from ._config import config_dict
-from ._io import write_study, write_text
+from ._config import config_dict, resolve_devices
+from ._io import write_text
 
 __all__ = [
     "PRESETS",
     "DeepCertificateConfig",
-    "main",
     "parse_scheme",
     "plot",
     "report",
@@ -184,7 +183,14 @@ class DeepCertificateConfig:
                 raise ValueError(f"{name} must be a finite positive number, got {v!r}.")
 
 
-def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data, members: range) -> dict:
+def _cell(
+    config: DeepCertificateConfig,
+    scheme: str,
+    depth: int,
+    data,
+    members: range,
+    devices: str | None = None,
+) -> dict:
     """Certificate and flow for the seeds ``members`` of one (scheme, depth, n) cell."""
     init, M = parse_scheme(scheme)
     widths = (config.d,) + (config.width,) * depth + (1,)
@@ -221,6 +227,7 @@ def _cell(config: DeepCertificateConfig, scheme: str, depth: int, data, members:
         limits=None,  # the study compares certificates with outcomes, not limit classes
         chunk_size=config.chunk_size,
         progress=None,
+        devices=resolve_devices(devices),
     )
 
     # -- certificate over the scanned radii ------------------------------------------
@@ -307,13 +314,16 @@ def run(
     progress: bool = False,
     overwrite: bool = False,
     executor="local",
+    devices: str | None = None,
 ):
     """Run the study; returns an ``xarray.Dataset`` (see the module docstring).
 
     The cells run through :func:`gflow_jax.run_sweep`: with a `store` directory, every
     chunk of ``chunk_size`` seeds is stored as it finishes and a rerun resumes
     (`overwrite` replaces a store made with another configuration; `executor`: ``"local"``
-    or a ``dask.distributed.Client``, see :func:`gflow_jax.run_sweep`).
+    or a ``dask.distributed.Client``, see :func:`gflow_jax.run_sweep`; `devices`: a
+    ``--devices`` spec such as ``"all"`` or ``"gpu:0,1"``, resolved where a piece runs,
+    over which :func:`gflow_jax.run_ensemble` splits its pools).
 
     Per seed (dims ``scheme, depth, n, seed``): ``certified``, ``converged``, ``outcome``,
     ``initial_risk``, ``center_ratio`` ``ρ(θ_0)``, ``base_radius`` ``r_0``, ``alpha_hat``
@@ -351,7 +361,7 @@ def run(
         lam[k] = datasets[n].gram_lambda_min
 
     def cell(scheme, depth, n, members):
-        out = _cell(config, scheme, depth, datasets[n], members)
+        out = _cell(config, scheme, depth, datasets[n], members, devices)
         return xr.Dataset({k: (("seed", "radius_factor")[: np.ndim(v)], v) for k, v in out.items()})
 
     swept = run_sweep(
@@ -561,52 +571,35 @@ def report(dataset, outdir) -> list[str]:
     return paths
 
 
-def main(argv=None) -> None:
-    """``python -m gflow_jax.experiments.deep_certificate --out DIR [--quick]`` (the same as
-    ``gflow run deep_certificate --scale paper|laptop``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/deep_certificate")
-    parser.add_argument("--quick", action="store_true", help="the laptop preset (minutes)")
-    args = parser.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    config = PRESETS["laptop" if args.quick else "paper"]
-    ds = run(config, os.path.join(args.out, "store"), progress=True)
-    print(write_study(ds, args.out, NAME, plot, table))
-
-
-QUICK = DeepCertificateConfig(
-    ns=(4, 8),
-    depths=(2,),
-    schemes=("positive:100", "lecun"),
-    seeds=8,
-    n_random=32,
-    t1=1e3,
-    max_steps=20_000,
-)
-"""Minutes on 2 CPU cores (``--scale laptop``, ``--quick``): n ≤ d/2 only, a bounded step
-budget (with n = 12 the same grid took over 15 CPU-minutes)."""
-
-SMALL = DeepCertificateConfig(
-    d=6,
-    ns=(3,),
-    depths=(1,),
-    width=5,
-    schemes=("positive:100", "lecun"),
-    seeds=4,
-    radius_factors=(2.0, 4.0),
-    n_random=8,
-    n_adversarial=3,
-    ascent_steps=100,
-    probe_steps=200,
-    hessian_iters=8,
-    t1=1e3,
-    chunk_size=4,
-)
-"""Seconds: ``--scale tiny``, the tests and the notebook."""
-
-PRESETS = {"tiny": SMALL, "laptop": QUICK, "paper": DeepCertificateConfig()}
-
-if __name__ == "__main__":
-    main()
+PRESETS = {
+    # seconds: the tests and the notebook
+    "tiny": DeepCertificateConfig(
+        d=6,
+        ns=(3,),
+        depths=(1,),
+        width=5,
+        schemes=("positive:100", "lecun"),
+        seeds=4,
+        radius_factors=(2.0, 4.0),
+        n_random=8,
+        n_adversarial=3,
+        ascent_steps=100,
+        probe_steps=200,
+        hessian_iters=8,
+        t1=1e3,
+        chunk_size=4,
+    ),
+    # minutes on 2 CPU cores: n ≤ d/2 only, a bounded step budget (with n = 12 the
+    # same grid took over 15 CPU-minutes)
+    "laptop": DeepCertificateConfig(
+        ns=(4, 8),
+        depths=(2,),
+        schemes=("positive:100", "lecun"),
+        seeds=8,
+        n_random=32,
+        t1=1e3,
+        max_steps=20_000,
+    ),
+    "paper": DeepCertificateConfig(),
+}
+"""The presets per scale of ``gflow run deep_certificate --scale ...``."""

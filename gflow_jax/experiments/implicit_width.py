@@ -63,8 +63,8 @@ from ..outcomes import Outcome, SolverVerdict, Stop
 from ..risks.empirical import EmpiricalRisk
 from ..statistics import wilson_interval
 from ..sweep import run_sweep
-from ._config import config_dict
-from ._io import write_study, write_text
+from ._config import config_dict, resolve_devices
+from ._io import write_text
 
 __all__ = ["PRESETS", "ImplicitWidthConfig", "make_data", "plot", "report", "run", "table"]
 
@@ -184,7 +184,15 @@ def _features(model: ImplicitReLU, x):
     return lam, jnp.sum(z * z), eq.success, model.contraction()
 
 
-def _cell(config: ImplicitWidthConfig, x, y, m: int, gamma: float, members: range) -> dict:
+def _cell(
+    config: ImplicitWidthConfig,
+    x,
+    y,
+    m: int,
+    gamma: float,
+    members: range,
+    devices: str | None = None,
+) -> dict:
     """One (N, m, γ) cell, members ``members`` of ``0 … seeds − 1`` (the step scale ``s``
     is the median over *all* members, so chunks of a cell share it)."""
     n = x.shape[0]
@@ -246,6 +254,7 @@ def _cell(config: ImplicitWidthConfig, x, y, m: int, gamma: float, members: rang
         chunk_size=config.chunk_size,
         compact=config.compact,
         progress=None,
+        devices=resolve_devices(devices),
     )
     c1 = np.asarray(eqx.filter_jit(eqx.filter_vmap(lambda mm: mm.contraction()))(ens.models))
     ts = jnp.broadcast_to(ens.ts, ens.risk.shape)
@@ -273,13 +282,16 @@ def run(
     progress: bool = False,
     overwrite: bool = False,
     executor="local",
+    devices: str | None = None,
 ):
     """Run the study; returns an ``xarray.Dataset``.
 
     The cells run through :func:`gflow_jax.run_sweep`: with a `store` directory, every
     chunk of ``chunk_size`` members is stored as it finishes and a rerun resumes
     (`overwrite` replaces a store made with another configuration; `executor`: ``"local"``
-    or a ``dask.distributed.Client``, see :func:`gflow_jax.run_sweep`).
+    or a ``dask.distributed.Client``, see :func:`gflow_jax.run_sweep`; `devices`: a
+    ``--devices`` spec such as ``"all"`` or ``"gpu:0,1"``, resolved where a piece runs,
+    over which :func:`gflow_jax.run_ensemble` splits its pools).
 
     Dims ``N`` (sample size), ``ratio`` (``m/N``), ``gamma`` and ``member``. Per member:
     ``outcome`` (:class:`gflow_jax.Outcome` codes), ``verdict``
@@ -308,7 +320,7 @@ def run(
     }
 
     def cell(N, ratio, gamma, members):
-        out = _cell(config, *data[N], config.width(N, ratio), float(gamma), members)
+        out = _cell(config, *data[N], config.width(N, ratio), float(gamma), members, devices)
         scalars = {"t_end": ((), out.pop("_t_end")), "step": ((), out.pop("_step"))}
         return xr.Dataset({k: ("member", v) for k, v in out.items()} | scalars)
 
@@ -518,45 +530,24 @@ def report(dataset, outdir) -> list[str]:
     return paths
 
 
-def main(argv=None) -> None:
-    """``python -m gflow_jax.experiments.implicit_width --out DIR [--quick] [--gd]``
-    (the same as ``gflow run implicit_width --scale paper|laptop``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/implicit_width")
-    parser.add_argument("--quick", action="store_true", help="the laptop preset (minutes)")
-    parser.add_argument("--gd", action="store_true", help="gradient descent instead of flow")
-    args = parser.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    config = PRESETS["laptop" if args.quick else "paper"]
-    config = dataclasses.replace(config, method="gd" if args.gd else "flow")
-    ds = run(config, os.path.join(args.out, "store"), progress=True)
-    print(write_study(ds, args.out, NAME, plot, table))
-
-
-LAPTOP = ImplicitWidthConfig(
-    sizes=(8,), ratios=(0.5, 1.0, 2.0, 4.0), gammas=(0.5, 0.9), seeds=8, t1=100.0, chunk_size=8
-)
-"""A few minutes on 2 CPU cores (``--scale laptop``, ``--quick``)."""
-QUICK = LAPTOP
-
-SMALL = ImplicitWidthConfig(
-    sizes=(6,),
-    ratios=(0.5, 2.0),
-    gammas=(0.5,),
-    seeds=4,
-    t1=300.0,
-    method="gd",
-    n_save=200,
-    chunk_size=4,
-    compact=False,
-)
-"""Seconds to a minute (mostly compilation): ``--scale tiny``, the tests and the
-notebook (N = 6; m = 3 < N and m = 12 = 2N). ``compact=False``: one pool shape per
-cell to compile."""
-
-PRESETS = {"tiny": SMALL, "laptop": LAPTOP, "paper": ImplicitWidthConfig()}
-
-if __name__ == "__main__":
-    main()
+PRESETS = {
+    # seconds to a minute (mostly compilation): the tests and the notebook (N = 6;
+    # m = 3 < N and m = 12 = 2N); compact=False: one pool shape per cell to compile
+    "tiny": ImplicitWidthConfig(
+        sizes=(6,),
+        ratios=(0.5, 2.0),
+        gammas=(0.5,),
+        seeds=4,
+        t1=300.0,
+        method="gd",
+        n_save=200,
+        chunk_size=4,
+        compact=False,
+    ),
+    # a few minutes on 2 CPU cores
+    "laptop": ImplicitWidthConfig(
+        sizes=(8,), ratios=(0.5, 1.0, 2.0, 4.0), gammas=(0.5, 0.9), seeds=8, t1=100.0, chunk_size=8
+    ),
+    "paper": ImplicitWidthConfig(),
+}
+"""The presets per scale of ``gflow run implicit_width --scale ...``."""

@@ -37,7 +37,7 @@ import os
 
 import numpy as np
 
-from ._config import config_dict
+from ._config import config_dict, resolve_devices
 from ._io import per_member_dataset, save_figure, write_text
 
 __all__ = ["PRESETS", "ShallowReLUConfig", "figure", "limit_clusters", "report", "run", "table"]
@@ -131,7 +131,9 @@ CRITICAL_VALUES = {
 NEGLIGIBLE = 1e-12
 
 
-def _cell(config: ShallowReLUConfig, dynamics: str, width: int, members: range):
+def _cell(
+    config: ShallowReLUConfig, dynamics: str, width: int, members: range, devices: str | None = None
+):
     import equinox as eqx
     import jax
 
@@ -164,6 +166,7 @@ def _cell(config: ShallowReLUConfig, dynamics: str, width: int, members: range):
         n_save=config.n_save,
         chunk_size=config.chunk_size,
         progress=None,
+        devices=resolve_devices(devices),
     )
     return per_member_dataset(
         ens,
@@ -190,6 +193,7 @@ def run(
     progress=False,
     overwrite=False,
     executor="local",
+    devices: str | None = None,
 ):
     """Run the study; returns an ``xarray.Dataset``.
 
@@ -200,6 +204,9 @@ def run(
       they finish; a rerun resumes), or ``None``.
     - `progress`: tqdm bars; `overwrite`: replace a store made with another config;
       `executor`: ``"local"`` or a ``dask.distributed.Client`` (:func:`gflow_jax.run_sweep`).
+    - `devices`: a ``--devices`` spec (``"all"``, a count, ``"gpu"``, ``"gpu:0,1"``;
+      resolved where a piece runs) over which :func:`gflow_jax.run_ensemble` splits its
+      pools; ``None``: one device.
 
     **Returns:**
 
@@ -226,7 +233,7 @@ def run(
         raise TypeError(f"config must be a ShallowReLUConfig, got {type(config).__name__}.")
     ds = run_sweep(
         {"dynamics": config.dynamics_names(), "width": list(config.widths)},
-        lambda dynamics, width, members: _cell(config, dynamics, width, members),
+        lambda dynamics, width, members: _cell(config, dynamics, width, members, devices),
         store,
         config={"study": NAME, **config_dict(config), "x64": bool(jax.config.jax_enable_x64)},
         members=config.inits,

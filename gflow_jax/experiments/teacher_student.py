@@ -37,7 +37,7 @@ import re
 
 import numpy as np
 
-from ._config import config_dict
+from ._config import config_dict, resolve_devices
 from ._io import per_member_dataset, save_figure, write_text
 
 __all__ = [
@@ -163,7 +163,9 @@ _FIELDS = (
 )
 
 
-def _cell(config: TeacherStudentConfig, k: int, student: str, members: range):
+def _cell(
+    config: TeacherStudentConfig, k: int, student: str, members: range, devices: str | None = None
+):
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -188,7 +190,8 @@ def _cell(config: TeacherStudentConfig, k: int, student: str, members: range):
     floor = 1e-10 if jnp.zeros(()).dtype == jnp.float32 else 0.0  # float32's default
     limits = LimitAnalysis(zero_risk=max(config.zero_risk, floor))
     ens = run_ensemble(init, risk, keys, config.t1, GradientFlow(), n_save=config.n_save,
-                       chunk_size=config.chunk_size, limits=limits, progress=None)  # fmt: skip
+                       chunk_size=config.chunk_size, limits=limits, progress=None,
+                       devices=resolve_devices(devices))  # fmt: skip
     return per_member_dataset(ens, _FIELDS)
 
 
@@ -199,6 +202,7 @@ def run(
     progress=False,
     overwrite=False,
     executor="local",
+    devices: str | None = None,
 ):
     """Run the study; returns an ``xarray.Dataset``.
 
@@ -209,6 +213,9 @@ def run(
       they finish; a rerun resumes), or ``None``.
     - `progress`: tqdm bars; `overwrite`: replace a store made with another config;
       `executor`: ``"local"`` or a ``dask.distributed.Client`` (:func:`gflow_jax.run_sweep`).
+    - `devices`: a ``--devices`` spec (``"all"``, a count, ``"gpu"``, ``"gpu:0,1"``;
+      resolved where a piece runs) over which :func:`gflow_jax.run_ensemble` splits its
+      pools; ``None``: one device.
 
     **Returns:**
 
@@ -234,7 +241,7 @@ def run(
         raise TypeError(f"config must be a TeacherStudentConfig, got {type(config).__name__}.")
     ds = run_sweep(
         {"k": list(config.teacher_widths), "student": list(config.students)},
-        lambda k, student, members: _cell(config, int(k), str(student), members),
+        lambda k, student, members: _cell(config, int(k), str(student), members, devices),
         store,
         config={"study": NAME, **config_dict(config), "x64": bool(jax.config.jax_enable_x64)},
         members=config.inits,
