@@ -25,6 +25,7 @@ from .dynamics import (
 from .dynamics import (
     integrate as integrate,
 )
+from .dynamics.piecewise import PiecewiseGradientFlow as PiecewiseGradientFlow
 from .dynamics.tail import ExponentialTail as ExponentialTail
 from .engine import run_ensemble as run_ensemble
 from .ensemble import Ensemble as Ensemble
@@ -88,6 +89,7 @@ __all__ = [
     "Gaussian",
     "GradientDescent",
     "GradientFlow",
+    "PiecewiseGradientFlow",
     "ImplicitReLU",
     "Limit",
     "LimitAnalysis",

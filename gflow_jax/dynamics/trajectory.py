@@ -31,6 +31,8 @@ class Trajectory(eqx.Module):
     - `limit`: a :class:`gflow_jax.LimitReport`: what the flow converges to (limit class,
       refined risk, Hessian spectrum there; see :mod:`gflow_jax.limits`).
     - `decay`: a :class:`gflow_jax.DecayFit`: exponential and power-law fits to the tail.
+    - `kinks`: a :class:`gflow_jax.dynamics.piecewise.KinkStats` (crossings of switching
+      surfaces, sliding) for :class:`gflow_jax.PiecewiseGradientFlow`, else ``None``.
 
     A batch (from ``jax.vmap`` or an ensemble) has the same fields with a leading axis.
     """
@@ -53,6 +55,7 @@ class Trajectory(eqx.Module):
     path: Any = None
     limit: LimitReport | None = None
     decay: DecayFit | None = None
+    kinks: Any = None
 
     @property
     def outcome_name(self) -> str:

@@ -52,3 +52,71 @@ def switching_margin(
         ratio = jnp.where(positive, ratio / jnp.where(positive, scale[None, :], 1.0), 0.0)
     ratio = jnp.where((weights > 0)[:, None], ratio, jnp.asarray(jnp.inf, ratio.dtype))
     return jnp.min(ratio)
+
+
+def has_pattern_forward(model: PyTree) -> bool:
+    """Whether :func:`masked_outputs` knows `model`: a :class:`~gflow_jax.ShallowReLU`, or
+    a ``"relu"`` :class:`~gflow_jax.DeepMLP` with at least one hidden layer.
+
+    **Arguments:**
+
+    - `model`: a model (its arrays may be abstract).
+
+    **Returns:**
+
+    A Python ``bool`` (static).
+    """
+    if isinstance(model, ShallowReLU):
+        return True
+    return isinstance(model, DeepMLP) and model.activation == "relu" and model.depth > 0
+
+
+def masked_outputs(
+    model: PyTree,
+    x: Float[Array, "n d"],
+    mask: Float[Array, "n s"],
+    shift: Float[Array, "n s"] | None = None,
+) -> Float[Array, "n d_out"]:
+    """The network with its activation pattern frozen: ``relu(z)`` replaced by ``m ⊙ z + c``.
+
+    With ``m_ij = 1{s_ij(θ) > 0}`` (and ``c = 0``) this is ``N_θ(x_i)`` exactly, and for a
+    fixed 0/1 mask it is a polynomial in θ: the smooth continuation of the network from
+    the region of that activation pattern. A fractional ``m_ij`` is a convex combination
+    of the two one-sided networks of the switching surface ``s_ij = 0``. The shift ``c``
+    is added to the post-activations, so ``∂L/∂c_ij`` is the back-propagated signal
+    ``δ_ij = ∂L/∂h_ij`` of hidden unit ``j`` at point ``i``.
+
+    **Arguments:**
+
+    - `model`: a :class:`~gflow_jax.ShallowReLU` or a ReLU :class:`~gflow_jax.DeepMLP`
+      (see :func:`has_pattern_forward`).
+    - `x`: inputs ``(n, d_in)``.
+    - `mask`: ``(n, s)``, columns as in ``model.switching_functions`` (layer by layer).
+    - `shift`: ``(n, s)`` or ``None`` (zero).
+
+    **Returns:**
+
+    The outputs ``(n, d_out)``.
+    """
+    if isinstance(model, ShallowReLU):
+        h = mask * model.switching_functions(x)
+        if shift is not None:
+            h = h + shift
+        out = h @ model.v.T
+        return out if model.c is None else out + model.c[None, :]
+    if not has_pattern_forward(model):
+        raise TypeError(
+            f"masked_outputs needs a ShallowReLU or a ReLU DeepMLP, got {type(model).__name__}."
+        )
+    h, start = x, 0
+    for layer, W in enumerate(model.weights):
+        z = model.multipliers[layer] * (h @ W.T)
+        if model.biases is not None:
+            z = z + model.biases[layer]
+        width = W.shape[0]
+        h = mask[:, start : start + width] * z
+        if shift is not None:
+            h = h + shift[:, start : start + width]
+        start += width
+    out = model.multipliers[-1] * (h @ model.v.T)
+    return out if model.c is None else out + model.c

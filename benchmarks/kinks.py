@@ -1,0 +1,235 @@
+"""Empirical ReLU risk: kink-aware flow (PiecewiseGradientFlow) vs plain flow vs GD (issue 13).
+
+Workload: ``ShallowReLU`` with ``d_in = 1``, width 16, ``N(0, 1)`` initialisation with
+``v`` scaled by ``1/sqrt(16)``, the empirical risk of the target ``2x + 1`` on 64 evenly
+spaced points of ``[0, 1]`` (mean squared error), float64, gradient flow to ``t = 1000``
+(``--t1``), rtol ``1e-6``, atol ``1e-9``, ``--n`` initialisations from
+``jax.random.split(key(0), n)``, all through ``gf.run_ensemble`` (``limits=None``).
+
+Rows, in one run:
+
+- ``piecewise``: ``gf.PiecewiseGradientFlow`` (Tsit5 with the activation pattern
+  frozen, crossings located on the dense output, Filippov sliding);
+- ``plain``: ``gf.GradientFlow`` (the default: Tsit5 + PID, exponential stiff tail),
+  with a step budget ``--plain-max-steps`` per member (members that spend it are counted;
+  their step counts are then lower bounds);
+- ``GD``: vmapped gradient descent ``θ ← θ − η∇L`` (one jitted ``lax.fori_loop`` per
+  chunk of 500 iterations) at the largest learning rate of ``--lrs`` whose chunks never
+  increase any member's risk, run until its median risk is ≤ the piecewise flow's median
+  final risk (or ``t1/η`` iterations).
+
+Reports steps per member (median / p99 / max and max/median), the rejected fraction,
+wall time (a warm second call: compilation excluded), crossings and sliding members, and
+the largest relative deviation of the final risks from a tight reference
+(``PiecewiseGradientFlow`` at rtol ``1e-10``) on the members that never slid. Writes
+JSON to ``benchmarks/out/kinks.json`` and prints a Markdown table.
+
+    python -m benchmarks.kinks --n 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import diffrax  # noqa: E402
+import equinox as eqx  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+import gflow_jax as gf  # noqa: E402
+from gflow_jax.models.base import partition  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+WIDTH = 16
+
+
+def init(key):
+    """``ShallowReLU(1, 16)``, every entry ``N(0, 1)``, then ``v ← v / 4``."""
+    model = gf.ShallowReLU(1, WIDTH, key=key)
+    return eqx.tree_at(lambda m: m.v, model, model.v / math.sqrt(WIDTH))
+
+
+def workload_risk() -> gf.EmpiricalRisk:
+    x = jnp.linspace(0.0, 1.0, 64)[:, None]
+    return gf.EmpiricalRisk(x, 2 * x + 1)
+
+
+def _warm(run):
+    """Run twice; return the second result and its wall time (compilation excluded)."""
+    run()
+    start = time.perf_counter()
+    out = run()
+    return out, time.perf_counter() - start
+
+
+def _steps(ens) -> dict:
+    steps = np.asarray(ens.num_steps)
+    rejected = np.asarray(ens.num_rejected)
+    med = float(np.median(steps))
+    return {
+        "median": med,
+        "p99": float(np.percentile(steps, 99)),
+        "max": int(steps.max()),
+        "max_over_median": float(steps.max() / med),
+        "rejected_fraction": float(rejected.sum() / steps.sum()),
+    }
+
+
+def gd_run(risk, keys, lr: float, t1: float, goal: float, chunk: int = 500):
+    """Vmapped GD in chunks until the median risk is ≤ `goal` (or t1/lr iterations)."""
+    models = eqx.filter_vmap(init)(keys)
+    params, static = partition(models)
+
+    def loss(p, s):
+        return risk(eqx.combine(p, s))
+
+    @eqx.filter_jit
+    def run_chunk(params):
+        def one(p, s):
+            def body(_, p):
+                g = jax.grad(loss)(p, s)
+                return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g)
+
+            p = jax.lax.fori_loop(0, chunk, body, p)
+            return p, loss(p, s)
+
+        return jax.vmap(one)(params, static)
+
+    budget = int(math.ceil(t1 / lr))
+    previous = jax.vmap(loss)(params, static)
+    iterations, stable = 0, True
+    while iterations < budget:
+        params, risks = run_chunk(params)
+        risks.block_until_ready()
+        iterations += chunk
+        if not bool(jnp.all(jnp.isfinite(risks))) or bool(jnp.any(risks > previous * (1 + 1e-12))):
+            stable = False
+            break
+        previous = risks
+        if float(jnp.median(risks)) <= goal:
+            break
+    return {"iterations": iterations, "median_risk": float(jnp.median(previous)),
+            "stable": stable}  # fmt: skip
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--t1", type=float, default=1000.0)
+    p.add_argument("--rtol", type=float, default=1e-6)
+    p.add_argument("--atol", type=float, default=1e-9)
+    p.add_argument("--plain-max-steps", type=int, default=2**15)
+    p.add_argument("--lrs", type=float, nargs="+", default=[0.2, 0.1, 0.07, 0.05])
+    p.add_argument("--skip-plain", action="store_true")
+    args = p.parse_args(argv)
+
+    risk = workload_risk()
+    keys = jax.random.split(jax.random.key(0), args.n)
+    common = dict(n_save=8, limits=None, progress=False)
+    rows = {}
+
+    pw = gf.PiecewiseGradientFlow(rtol=args.rtol, atol=args.atol)
+    ens, wall = _warm(lambda: gf.run_ensemble(init, risk, keys, args.t1, pw, **common))
+    rows["piecewise"] = {"wall_s": wall, **_steps(ens),
+                         "median_final_risk": float(np.median(ens.final_risk))}  # fmt: skip
+    piecewise = ens
+
+    # crossings / sliding per member (run_ensemble has no KinkStats column: integrate)
+    @eqx.filter_jit
+    def kink_stats(keys):
+        def one(key):
+            traj = gf.dynamics.integrate._integrate(*_problem(pw, key), None, False)
+            return traj.kinks
+
+        return jax.lax.map(one, keys)
+
+    def _problem(dyn, key):
+        from gflow_jax.dynamics.integrate import make_problem
+
+        model = init(key)
+        params, static = partition(model)
+        dyn, problem = make_problem(dyn, jnp.float64, risk, static, args.t1, 8, None, False)
+        return dyn, problem, params
+
+    stats = kink_stats(keys)
+    slid = np.asarray(stats.num_slides) > 0
+    rows["piecewise"].update(
+        crossings_median=float(np.median(stats.num_crossings)),
+        crossings_max=int(np.max(stats.num_crossings)),
+        sliding_members=int(slid.sum()),
+        sliding_at_stop=int(np.sum(np.asarray(stats.num_sliding) > 0)),
+    )
+
+    tight = gf.PiecewiseGradientFlow(rtol=1e-10, atol=1e-13)
+    ref = gf.run_ensemble(init, risk, keys, args.t1, tight, **common)
+    dev = np.abs(np.asarray(piecewise.final_risk) - np.asarray(ref.final_risk))
+    rel = dev / np.maximum(np.abs(np.asarray(ref.final_risk)), 1e-300)
+    rows["piecewise"]["risk_rel_dev_no_sliding_max"] = (
+        float(rel[~slid].max()) if (~slid).any() else None
+    )
+    rows["piecewise"]["risk_rel_dev_no_sliding_median"] = (
+        float(np.median(rel[~slid])) if (~slid).any() else None
+    )
+    rows["piecewise"]["risk_rel_dev_sliding_max"] = float(rel[slid].max()) if slid.any() else None
+    rows["piecewise"]["outcomes"] = {
+        k: int(v)
+        for k, v in zip(
+            *np.unique(gf.outcomes.outcome_names(piecewise.outcome), return_counts=True),
+            strict=True,
+        )
+    }
+    rows["reference"] = {
+        "outcomes": {
+            k: int(v)
+            for k, v in zip(
+                *np.unique(gf.outcomes.outcome_names(ref.outcome), return_counts=True), strict=True
+            )
+        }
+    }
+
+    if not args.skip_plain:
+        plain = gf.GradientFlow(
+            controller=diffrax.PIDController(rtol=args.rtol, atol=args.atol),
+            max_steps=args.plain_max_steps,
+        )
+        start = time.perf_counter()
+        ens = gf.run_ensemble(init, risk, keys, args.t1, plain, **common)
+        wall = time.perf_counter() - start  # one call: compilation included (a few s)
+        capped = int(np.sum(np.asarray(ens.num_steps) >= args.plain_max_steps))
+        rows["plain"] = {"wall_s_incl_compile": wall, **_steps(ens), "capped_members": capped,
+                         "median_final_risk": float(np.median(ens.final_risk))}  # fmt: skip
+
+    goal = rows["piecewise"]["median_final_risk"]
+    for lr in sorted(args.lrs, reverse=True):
+        gd_run(risk, keys[:16], lr, 2 * 500 * lr, goal)  # compile
+        start = time.perf_counter()
+        out = gd_run(risk, keys, lr, args.t1, goal)
+        wall = time.perf_counter() - start
+        if out["stable"]:
+            rows["GD"] = {"learning_rate": lr, "wall_s": wall, **out}
+            break
+
+    result = {
+        "workload": "ShallowReLU(1, 16), N(0,1) init, v/4; EmpiricalRisk 2x+1 on 64 points of "
+        f"[0, 1]; t1 = {args.t1}; rtol {args.rtol}, atol {args.atol}; n = {args.n}",
+        "machine": platform.processor() or platform.machine(),
+        "rows": rows,
+    }
+    OUT.mkdir(exist_ok=True)
+    (OUT / "kinks.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

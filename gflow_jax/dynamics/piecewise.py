@@ -1,0 +1,665 @@
+"""Gradient flows of empirical ReLU risks as piecewise-smooth (Filippov) systems.
+
+On an empirical risk ``L(θ) = Σ_i ω_i ‖N_θ(x_i) − y_i‖²`` of a ReLU network the field
+``−∇L`` jumps where a *switching function* ``s_k(θ)`` (a hidden pre-activation of a data
+point, ``k = (i, j)``) changes sign. Between those surfaces the risk is smooth: freezing
+the activation pattern ``P`` (``P_k = 1{s_k > 0}``) gives a polynomial risk ``L_P``
+whose gradient is the one-sided continuation of the field. :class:`PiecewiseGradientFlow`
+
+- integrates ``−∇L_P`` with an explicit Runge–Kutta method (Tsit5) and its own
+  error-controlled step, the pattern frozen: no error-control fight with the jump;
+- after each accepted step, compares the signs of the ``s_k`` at its end with ``P``; if
+  one changed, locates the *earliest* zero on the step's dense output (Illinois
+  regula falsi, on the changed functions only), ends the step there, and decides what
+  the flow does on the surface (below);
+- where the fields on both sides of a surface point into it (a *sliding mode*), moves on
+  the surface with Filippov's convex combination of the one-sided fields that is tangent
+  to it, and leaves it when that combination stops being convex.
+
+**The flow on a surface.** Let ``A`` be the set of surfaces the state lies on,
+``J`` the matrix of rows ``∇s_k`` (``k ∈ A``), ``g₀ = ∇L_P`` with ``P_k = 0`` on ``A``,
+and ``δ_k = ∂L/∂h_k`` the back-propagated signal of hidden unit ``k``. Since ``L_P`` is
+continuous across ``s_k = 0``, the one-sided gradients differ by a multiple of the
+normal: switching unit ``k`` on adds ``δ_k ∇s_k`` (exactly, for a shallow network).
+Filippov's set on the intersection is ``{g₀ + Σ_k α_k δ_k ∇s_k : α ∈ [0, 1]^A}``, and
+its element tangent to every surface is
+
+``θ̇ = −(I − Jᵀ(JJᵀ)⁻¹J) g₀``  with  ``α_k δ_k = −((JJᵀ)⁻¹ J g₀)_k``:
+
+the orthogonal projection of the field onto the surfaces' tangent space (the
+minimum-norm element of the Clarke subdifferential: the flow is the steepest-descent
+curve of ``L``, and ``dL/dt = −‖θ̇‖²`` holds on the surface too). It is a sliding mode
+while every ``α_k ∈ [0, 1]`` with ``δ_k > 0`` (both sides attract); when some ``α_k``
+leaves ``[0, 1]`` (located like a crossing), unit ``k`` leaves the surface to the side
+its field points to (``α_k > 1``: on, ``α_k < 0``: off). Drift off the surfaces is
+removed by a Newton projection after every step. At a crossing the same test decides
+between *crossing* (the entry of ``P`` flips) and *sliding* (``k`` joins ``A``); with
+several surfaces at once the worst violator is released first (an active-set loop).
+
+**Conventions.** :class:`gflow_jax.GradientFlow` integrates ``−G(θ)`` with the
+generalised gradient ``G`` of Jentzen & Riekert (``relu'(0) = 0``). Off the surfaces and
+through transversal crossings both flows are the same solution (``G`` differs from
+``∇L_P`` only on the crossing instants, a null set). On a sliding surface ``G`` is the
+one-sided field of the *inactive* side (``α = 0``), one vertex of Filippov's set, which
+points off the surface: no classical solution of ``θ̇ = −G(θ)`` stays there, and a
+step-size-controlled solver chatters across it (its numerical solution tends to the
+Filippov one as the tolerance goes to 0, at a cost of many rejected steps). This
+dynamics integrates the Filippov solution directly. See ``docs/kinks.md``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Bool, Float, Int, PyTree
+
+from .._checks import positive_float, positive_int
+from .._defaults import defaults
+from ..models.base import is_well_posed
+from ..outcomes import Outcome, SolverVerdict, Stop, classify
+from ..risks._kinks import has_pattern_forward, masked_outputs
+from ..risks.empirical import EmpiricalRisk
+from .base import AbstractDynamics, State, initial_state
+from .problem import Problem
+from .trajectory import Trajectory
+
+_SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
+_BETA1, _BETA2 = 0.7, 0.4  # PI controller exponents (times 1/(order + 1))
+
+
+class KinkStats(eqx.Module):
+    """What a :class:`PiecewiseGradientFlow` trajectory did at the kinks.
+
+    **Fields:**
+
+    - `num_crossings`: switching surfaces crossed (entries of the activation pattern
+      flipped, including those that flipped on leaving a sliding mode).
+    - `num_slides`: times a surface was entered in sliding mode.
+    - `sliding_time`: time spent with at least one sliding surface.
+    - `num_sliding`: surfaces the state slides on when it stops (``0``: none).
+    """
+
+    num_crossings: Int[Array, "*batch"]
+    num_slides: Int[Array, "*batch"]
+    sliding_time: Float[Array, "*batch"]
+    num_sliding: Int[Array, "*batch"]
+
+
+class PiecewiseInner(eqx.Module):
+    """The :class:`PiecewiseGradientFlow` part of a :class:`State`.
+
+    `pattern` is the frozen activation pattern (flattened ``(n·s,)``, row ``i`` = data
+    point), `slots` the sliding surfaces (flat indices, ``-1`` = empty), `f0` the field
+    at ``(t, θ)`` in the current mode (first same as last), `dt` the next step,
+    `err_prev` the last accepted error norm (PI control), `save_index` the next save time.
+    """
+
+    pattern: Bool[Array, " m"]
+    slots: Int[Array, " k"]
+    f0: Float[Array, " p"]
+    dt: Float[Array, ""]
+    err_prev: Float[Array, ""]
+    save_index: Int[Array, ""]
+    num_crossings: Int[Array, ""]
+    num_slides: Int[Array, ""]
+    sliding_time: Float[Array, ""]
+
+
+def applies(model: PyTree, risk) -> bool:
+    """Whether :class:`PiecewiseGradientFlow` can integrate `risk` at `model`.
+
+    **Arguments:**
+
+    - `model`: the model (arrays may be abstract).
+    - `risk`: the risk callable.
+
+    **Returns:**
+
+    ``True`` for an :class:`gflow_jax.EmpiricalRisk` of a :class:`gflow_jax.ShallowReLU`
+    or of a ReLU :class:`gflow_jax.DeepMLP` with a hidden layer (a Python ``bool``).
+    """
+    return isinstance(risk, EmpiricalRisk) and has_pattern_forward(model)
+
+
+class _Kinks:
+    """Trace-time helper: the switching functions and pattern-frozen fields of one problem,
+    as functions of the flat parameter vector ``u``."""
+
+    def __init__(self, problem: Problem, params: PyTree):
+        model = problem.model(params)
+        if not applies(model, problem.risk):
+            raise TypeError(
+                "PiecewiseGradientFlow integrates an EmpiricalRisk of a ShallowReLU or a "
+                f"ReLU DeepMLP; got a {type(problem.risk).__name__} of a "
+                f"{type(model).__name__}. Use gflow_jax.GradientFlow() for other problems."
+            )
+        self.problem = problem
+        flat, self.unravel = ravel_pytree(params)
+        self.dtype = flat.dtype
+        risk = problem.risk
+        self.x = risk.x.astype(self.dtype)
+        self.y = risk.y.astype(self.dtype)
+        self.w = risk.weights.astype(self.dtype)
+        n, s = model.switching_functions(self.x).shape
+        self.shape, self.m = (n, s), n * s
+        self.valid = jnp.broadcast_to((self.w > 0)[:, None], (n, s)).reshape(-1)
+
+    def model(self, u):
+        return self.problem.model(self.unravel(u))
+
+    def switch(self, u) -> Float[Array, " m"]:
+        return self.model(u).switching_functions(self.x).reshape(-1)
+
+    def _masked_risk(self, u, mask, shift):
+        out = masked_outputs(
+            self.model(u), self.x, mask.reshape(self.shape), shift.reshape(self.shape)
+        )
+        r = out - self.y
+        return jnp.sum(self.w * jnp.sum(r * r, axis=-1))
+
+    def grad(self, u, mask):
+        """``(∇L_mask(u), δ)`` with ``δ = ∂L/∂h`` per hidden unit and point."""
+        return jax.grad(self._masked_risk, argnums=(0, 2))(u, mask, jnp.zeros_like(mask))
+
+    def mask(self, pattern, slots):
+        idx = jnp.where(slots >= 0, slots, self.m)
+        return pattern.astype(self.dtype).at[idx].set(0, mode="drop")
+
+    def in_slots(self, slots):
+        idx = jnp.where(slots >= 0, slots, self.m)
+        return jnp.zeros(self.m, bool).at[idx].set(True, mode="drop")
+
+    def rows(self, u, slots):
+        """``s(u)`` and the rows ``∇s_k`` of the slotted surfaces (zero rows for empty slots)."""
+        s, vjp = jax.vjp(self.switch, u)
+        onehot = (jnp.arange(self.m)[None, :] == slots[:, None]).astype(self.dtype)
+        return s, jax.vmap(lambda c: vjp(c)[0])(onehot)
+
+    @staticmethod
+    def gram(J, slots):
+        return J @ J.T + jnp.diag((slots < 0).astype(J.dtype))
+
+    def info(self, u, pattern, slots):
+        """``(num, δ_A, θ̇)``: ``num = (JJᵀ)⁻¹J f₀`` (``= α δ_A``), the signals ``δ_A`` and
+        the projected field, at `u` with the slotted surfaces' units off in ``f₀``."""
+        g, delta = self.grad(u, self.mask(pattern, slots))
+        f = -g
+        _, J = self.rows(u, slots)
+        num = jnp.linalg.solve(self.gram(J, slots), J @ f)
+        d = jnp.where(slots >= 0, delta[jnp.maximum(slots, 0)], 0)
+        return num, d, f - J.T @ num
+
+    def field(self, u, pattern, slots):
+        """The field of the current mode: ``−∇L_P``, projected onto the sliding surfaces."""
+        f = -self.grad(u, self.mask(pattern, slots))[0]
+
+        def project(f):
+            _, J = self.rows(u, slots)
+            return f - J.T @ jnp.linalg.solve(self.gram(J, slots), J @ f)
+
+        return jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), project, lambda f: f, f)
+
+    def events(self, u, pattern, slots):
+        """Event functions, ``≥ 0`` while the mode holds: ``±s_k`` (sign of ``P_k``) for
+        surfaces not slid on (``inf`` for weight-0 points), then ``min(α_k, 1 − α_k)·δ_k``
+        per slot (``inf`` for empty slots)."""
+        s = self.switch(u)
+        free = self.valid & ~self.in_slots(slots)
+        e_s = jnp.where(free, jnp.where(pattern, s, -s), jnp.inf)
+
+        def margins(u):
+            num, d, _ = self.info(u, pattern, slots)
+            return jnp.where(slots >= 0, jnp.minimum(num, d - num), jnp.inf)
+
+        inf = jnp.full(slots.shape, jnp.inf, self.dtype)
+        e_a = jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), margins, lambda u: inf, u)
+        return jnp.concatenate([e_s, e_a])
+
+    def project(self, u, slots, iterations: int = 2):
+        """Newton projection of `u` onto ``{s_k = 0, k ∈ slots}`` (identity without slots)."""
+
+        def newton(u):
+            for _ in range(iterations):
+                s, J = self.rows(u, slots)
+                r = jnp.where(slots >= 0, s[jnp.maximum(slots, 0)], 0)
+                u = u - J.T @ jnp.linalg.solve(self.gram(J, slots), r)
+            return u
+
+        return jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), newton, lambda u: u, u)
+
+    def resolve(self, u, pattern, slots):
+        """Active-set decision on the slotted surfaces: keep those whose Filippov weights
+        are consistent (``0 ≤ α_k ≤ 1``, ``δ_k > 0``), release the worst violator to the
+        side its field points to, repeat. Returns ``(pattern, slots)``."""
+        k_max = slots.shape[0]
+
+        def cond(c):
+            _, slots, done, it = c
+            return ~done & jnp.any(slots >= 0) & (it <= k_max)
+
+        def body(c):
+            pattern, slots, _, it = c
+            num, d, _ = self.info(u, pattern, slots)
+            v = jnp.where(slots >= 0, -jnp.minimum(num, d - num), -jnp.inf)
+            worst = jnp.argmax(v)
+            bad = v[worst] > 0
+            k = jnp.maximum(slots[worst], 0)
+            side = num[worst] > jnp.maximum(d[worst], 0)
+            pattern = jnp.where(bad, pattern.at[k].set(side), pattern)
+            slots = jnp.where(bad, slots.at[worst].set(-1), slots)
+            return pattern, slots, ~bad, it + 1
+
+        init = (pattern, slots, jnp.asarray(False), jnp.asarray(0))
+        pattern, slots, _, _ = jax.lax.while_loop(cond, body, init)
+        return pattern, slots
+
+
+def _merge_slots(slots, new_mask, m: int):
+    """Put the flat indices where `new_mask` holds into free slots (in index order).
+
+    Returns ``(slots, overflow)``: the new slots and a mask of the entries of
+    `new_mask` that found no free slot.
+    """
+    k = slots.shape[0]
+    new = jnp.nonzero(new_mask, size=k, fill_value=-1)[0]
+    both = jnp.concatenate([slots, new])
+    order = jnp.argsort(both < 0, stable=True)
+    kept = both[order][:k]
+    idx = jnp.where(kept >= 0, kept, m)
+    placed = jnp.zeros(m, bool).at[idx].set(True, mode="drop")
+    return kept, new_mask & ~placed
+
+
+class PiecewiseGradientFlow(AbstractDynamics):
+    """The gradient flow of an empirical ReLU risk, kinks as events, sliding as such.
+
+    Integrates the Filippov solution of ``dθ/dt = −∇L(θ)`` for an
+    :class:`gflow_jax.EmpiricalRisk` of a :class:`gflow_jax.ShallowReLU` or a ReLU
+    :class:`gflow_jax.DeepMLP`: explicit Runge–Kutta steps with the activation pattern
+    frozen, switching-surface crossings located on the dense output (the step ends
+    there), sliding modes integrated on the surface (projected field) until their
+    Filippov weight leaves ``[0, 1]``. Off sliding modes it is the flow of
+    :class:`gflow_jax.GradientFlow` (same solution, without the rejected-step storm);
+    on them it is the Filippov sliding motion, which the generalised gradient
+    (``relu'(0) = 0``) of :class:`gflow_jax.GradientFlow` only approximates by
+    chattering. See the module docstring and ``docs/kinks.md``.
+
+    Along the solution ``L(θ_t) = L(θ_0) − ∫_0^t ‖θ̇_s‖² ds`` (through crossings and
+    sliding). ``Trajectory.kinks`` (:class:`KinkStats`) reports crossings and sliding.
+
+    **Arguments:**
+
+    - `solver`: an explicit adaptive Runge–Kutta solver of Diffrax with a dense output
+      (default ``diffrax.Tsit5()``).
+    - `rtol`, `atol`: error tolerances of the step (default by dtype: ``1e-7, 1e-10``
+      in float64, ``1e-5, 1e-7`` in float32, as :class:`gflow_jax.GradientFlow`).
+    - `stop`: :class:`gflow_jax.Stop` rules, checked after every accepted step (with the
+      mode's field: on a sliding surface ``‖θ̇‖`` is the Filippov minimum-norm gradient).
+    - `dt0`: the first step (default: ``0.01‖θ‖/‖θ̇‖`` in the error norm).
+    - `max_steps`: step budget per trajectory (accepted and rejected steps).
+    - `max_sliding`: how many surfaces a state may slide on at once (static); a surface
+      met with all slots taken is crossed.
+    - `event_iterations`: the most regula-falsi iterations locating one event.
+    """
+
+    solver: diffrax.AbstractSolver = diffrax.Tsit5()
+    rtol: float | None = None
+    atol: float | None = None
+    stop: Stop = Stop()
+    dt0: float | None = eqx.field(static=True, default=None)
+    max_steps: int = eqx.field(static=True, default=2**20)
+    max_sliding: int = eqx.field(static=True, default=4)
+    event_iterations: int = eqx.field(static=True, default=60)
+    num_phases: ClassVar[int] = 1
+
+    def __check_init__(self):
+        if not isinstance(self.solver, diffrax.AbstractERK):
+            raise TypeError(
+                "solver must be an explicit Runge-Kutta solver of Diffrax with an error "
+                f"estimate (e.g. diffrax.Tsit5()), got {type(self.solver).__name__}."
+            )
+        if not isinstance(self.stop, Stop):
+            raise TypeError(f"stop must be a gflow_jax.Stop, got {type(self.stop).__name__}.")
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, jax.Array):
+                positive_float(name, value)
+        if self.dt0 is not None:
+            positive_float("dt0", self.dt0)
+        positive_int("max_steps", self.max_steps)
+        positive_int("max_sliding", self.max_sliding)
+        positive_int("event_iterations", self.event_iterations)
+
+    def resolve(self, dtype) -> PiecewiseGradientFlow:
+        """A copy with the tolerances of `dtype` (as arrays) and resolved `stop` rules.
+
+        **Arguments:**
+
+        - `dtype`: the floating dtype of the trainable arrays.
+
+        **Returns:**
+
+        The resolved :class:`PiecewiseGradientFlow`.
+        """
+        table = defaults(dtype)
+        rtol = table.rtol if self.rtol is None else self.rtol
+        atol = table.atol if self.atol is None else self.atol
+        return eqx.tree_at(
+            lambda d: (d.rtol, d.atol, d.stop),
+            self,
+            (jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), self.stop.resolve(dtype)),
+            is_leaf=lambda x: x is None,
+        )
+
+    def save_times(self, save_ts: np.ndarray) -> np.ndarray:
+        """The save times, unchanged (dense output interpolates between steps).
+
+        **Arguments:**
+
+        - `save_ts`: the requested increasing save times.
+
+        **Returns:**
+
+        `save_ts` itself.
+        """
+        return save_ts
+
+    # -- helpers ---------------------------------------------------------------------
+    def _save(self, problem, kinks, state_saved, path, index, upto, value_at):
+        """Fill save times ``ts[index:] ≤ upto`` with ``value_at(t)``; returns the new buffers."""
+        ts = problem.save_ts
+        n = ts.shape[0]
+
+        def cond(c):
+            i = c[0]
+            return (i < n) & (ts[jnp.minimum(i, n - 1)] <= upto)
+
+        def body(c):
+            i, saved, path = c
+            u = value_at(ts[i])
+            report = problem.diagnose(kinks.unravel(u), self.stop)
+            vals = (report.risk, report.grad_norm, report.param_norm)
+            saved = tuple(b.at[i].set(v) for b, v in zip(saved, vals, strict=True))
+            if path is not None:
+                path = jtu.tree_map(lambda b, v: b.at[i].set(v), path, kinks.unravel(u))
+            return i + 1, saved, path
+
+        return jax.lax.while_loop(cond, body, (index, state_saved, path))
+
+    def _code(self, kinks, u, f):
+        model = kinks.model(u)
+        risk = kinks.problem.risk(model)
+        return classify(risk, jnp.sum(f * f), jnp.linalg.norm(u), is_well_posed(model), self.stop)
+
+    def init(self, problem: Problem, params: PyTree) -> State:
+        """The :class:`State` at ``t = 0``.
+
+        The pattern is ``P_k = 1{s_k(θ₀) > 0}``; points with ``s_k(θ₀) = 0`` exactly are
+        resolved like a crossing (slide or take a side). Save times ``≤ 0`` are filled.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` (an empirical ReLU risk, see :func:`applies`).
+        - `params`: θ₀.
+
+        **Returns:**
+
+        The initial :class:`State` with a :class:`PiecewiseInner`.
+        """
+        kinks = _Kinks(problem, params)
+        u0, _ = ravel_pytree(params)
+        s = kinks.switch(u0)
+        pattern = s > 0
+        empty = jnp.full((self.max_sliding,), -1, jnp.int32)
+        slots, _ = _merge_slots(empty, kinks.valid & (s == 0), kinks.m)
+        pattern, slots = kinks.resolve(u0, pattern, slots)
+        f0 = kinks.field(u0, pattern, slots)
+        state = initial_state(problem, params, None)
+        index, saved, path = self._save(
+            problem, kinks, state.saved, state.path, jnp.asarray(0), state.t, lambda t: u0
+        )
+        if self.dt0 is None:
+            scale = self.atol + self.rtol * jnp.abs(u0)
+            d0 = jnp.sqrt(jnp.mean((u0 / scale) ** 2))
+            d1 = jnp.sqrt(jnp.mean((f0 / scale) ** 2))
+            dt = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+        else:
+            dt = jnp.asarray(self.dt0)
+        zero = jnp.zeros((), jnp.int32)
+        inner = PiecewiseInner(
+            pattern=pattern,
+            slots=slots,
+            f0=f0,
+            dt=dt.astype(kinks.dtype),
+            err_prev=jnp.ones((), kinks.dtype),
+            save_index=index,
+            num_crossings=zero,
+            num_slides=jnp.sum(slots >= 0).astype(jnp.int32),
+            sliding_time=jnp.zeros((), kinks.dtype),
+        )
+        code = self._code(kinks, u0, f0)
+        return eqx.tree_at(
+            lambda st: (st.saved, st.path, st.inner, st.finished),
+            state,
+            (saved, path, inner, code != Outcome.UNFINISHED),
+            is_leaf=lambda x: x is None,
+        )
+
+    def _locate(self, kinks, pattern, slots, interp, t0, t1, e0, e1, thr, active):
+        """The earliest event in ``(t0, t1]``: Illinois regula falsi on the event function
+        with the earliest linearly-interpolated zero among those violated at the bracket's
+        right end, re-targeted whenever another one is violated first. Returns
+        ``(t_event, violated)``: the right end of the final bracket (every violated
+        function has crossed there) and the mask of the violated functions."""
+        dtype = kinks.dtype
+        eps = jnp.finfo(dtype).eps
+
+        def pick(ea, eb):
+            fa, fb = ea - thr, eb - thr
+            frac = jnp.where(fb < 0, fa / (fa - fb), jnp.inf)
+            return jnp.argmin(frac)
+
+        def cond(c):
+            a, b, ea, eb, c_idx, last, sa, sb, it = c
+            wide = b - a > 4 * eps * jnp.maximum(jnp.abs(b), jnp.finfo(dtype).tiny)
+            return active & wide & (it < self.event_iterations)
+
+        def body(c):
+            a, b, ea, eb, c_idx, last, sa, sb, it = c
+            fa = (ea[c_idx] - thr[c_idx]) * sa
+            fb = (eb[c_idx] - thr[c_idx]) * sb
+            tau = (a * fb - b * fa) / (fb - fa)
+            bad = ~((tau > a) & (tau < b)) | ~jnp.isfinite(tau)
+            tau = jnp.where(bad, 0.5 * (a + b), tau)
+            e = kinks.events(interp.evaluate(tau), pattern, slots)
+            hit = jnp.any(e - thr < 0)
+            new_c = jnp.where(hit, pick(ea, e), c_idx)
+            same = new_c == c_idx
+            # Illinois: halve the retained end's value when the same end is replaced twice
+            sa = jnp.where(
+                hit, jnp.where(same & (last == 1), 0.5 * sa, jnp.where(same, sa, 1.0)), 1.0
+            )
+            sb = jnp.where(hit, 1.0, jnp.where(last == -1, 0.5 * sb, sb))
+            a, ea = jnp.where(hit, a, tau), jnp.where(hit, ea, e)
+            b, eb = jnp.where(hit, tau, b), jnp.where(hit, e, eb)
+            return a, b, ea, eb, new_c, jnp.where(hit, 1, -1), sa, sb, it + 1
+
+        one = jnp.ones((), dtype)
+        c = (t0, t1, e0, e1, pick(e0, e1), jnp.asarray(0), one, one, jnp.asarray(0))
+        _, b, _, eb, _, _, _, _, _ = jax.lax.while_loop(cond, body, c)
+        return b, eb - thr < 0
+
+    def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
+        """Take at most `max_steps` steps (accepted or rejected) from `state`.
+
+        Each step: a Runge–Kutta step of the current mode's field with error control;
+        if accepted, the event functions (signs of the free switching functions, the
+        Filippov weights of the sliding ones) are checked at its end, the earliest
+        event is located and the step ends there, the mode is decided anew (cross,
+        slide, or leave a sliding surface), sliding states are projected back onto their
+        surfaces, save times inside the step are filled from the dense output, and the
+        stop rules are checked. Finished members are returned unchanged.
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` being solved.
+        - `state`: the member's :class:`State`.
+        - `max_steps`: the most steps in this call (static ``int``).
+        - `phase`: unused (one phase, ``0``).
+
+        **Returns:**
+
+        The advanced :class:`State`.
+        """
+        kinks = _Kinks(problem, state.y)
+        solver = self.solver
+        dtype = kinks.dtype
+        eps = jnp.finfo(dtype).eps
+        t1 = problem.t1
+        term = diffrax.ODETerm(lambda t, u, args: kinks.field(u, *args))
+        order = solver.order(term)
+        end = jnp.minimum(state.num_steps + max_steps, self.max_steps)
+        u_start, _ = ravel_pytree(state.y)
+
+        def step(c):
+            st, u = c
+            inner = st.inner
+            t, pattern, slots = st.t, inner.pattern, inner.slots
+            last = inner.dt >= t1 - t
+            t_end = jnp.where(last, t1, t + inner.dt)
+            h = t_end - t
+            args = (pattern, slots)
+            u1, err, dense, (_, f1), _ = solver.step(
+                term, t, t_end, u, args, (jnp.asarray(False), inner.f0), jnp.asarray(False)
+            )
+            scale = self.atol + self.rtol * jnp.maximum(jnp.abs(u), jnp.abs(u1))
+            errn = jnp.sqrt(jnp.mean((err / scale) ** 2))
+            accept = jnp.isfinite(errn) & (errn <= 1)
+            # PI step-size control (I on rejection)
+            safe = jnp.maximum(errn, 1e-10)
+            k = 1.0 / (order + 1)
+            fac_acc = _SAFETY * safe ** (-_BETA1 * k) * inner.err_prev ** (_BETA2 * k)
+            fac_rej = jnp.where(jnp.isfinite(errn), _SAFETY * safe ** (-k), _FACTOR_MIN)
+            factor = jnp.clip(jnp.where(accept, fac_acc, fac_rej), _FACTOR_MIN, _FACTOR_MAX)
+            interp = solver.interpolation_cls(t0=t, t1=t_end, **dense)
+
+            # events
+            e0 = kinks.events(u, pattern, slots)
+            e1 = kinks.events(u1, pattern, slots)
+            thr = jnp.minimum(e0, 0)
+            event = accept & jnp.any(e1 - thr < 0)
+            t_ev, hit = self._locate(
+                kinks, pattern, slots, interp, t, t_end, e0, jnp.where(event, e1, e0), thr, event
+            )
+            t_new = jnp.where(event, t_ev, t_end)
+            u_new = jnp.where(event, interp.evaluate(t_ev), u1)
+
+            # decide the new mode at an event
+            crossing = hit[: kinks.m] & event
+            new_slots, overflow = _merge_slots(slots, crossing, kinks.m)
+            flipped = jnp.where(overflow, ~pattern, pattern)
+            new_pattern, new_slots = kinks.resolve(u_new, flipped, new_slots)
+            sliding = jnp.any(new_slots >= 0)
+            u_new = kinks.project(u_new, jnp.where(event | sliding, new_slots, -1))
+
+            def refresh(u):
+                return kinks.field(u, new_pattern, new_slots)
+
+            f_new = jax.lax.cond(eqxi.unvmap_any(event | sliding), refresh, lambda u: f1, u_new)
+            f_new = jnp.where(event | sliding, f_new, f1)
+            old_in, new_in = kinks.in_slots(slots), kinks.in_slots(new_slots)
+            # transversal crossings and releases from a sliding surface
+            flips = jnp.sum((new_pattern != pattern) & ~new_in & ~old_in & kinks.valid)
+            flips = flips + jnp.sum(old_in & ~new_in)
+            entered = jnp.sum(new_in & ~old_in)
+            slid = jnp.any(slots >= 0)
+
+            # save times inside the step, then the stop rules
+            index, saved, path = self._save(
+                problem,
+                kinks,
+                st.saved,
+                st.path,
+                inner.save_index,
+                jnp.where(accept, t_new, -jnp.inf),
+                lambda ti: interp.evaluate(jnp.clip(ti, t, t_end)),
+            )
+            code = self._code(kinks, u_new, f_new)
+            stopped = accept & (code != Outcome.UNFINISHED)
+            reached = accept & (t_new >= t1)
+            too_small = ~accept & (h <= 16 * eps * jnp.maximum(jnp.abs(t), 1.0))
+            num_steps = st.num_steps + 1
+            spent = num_steps >= self.max_steps
+            finished = stopped | reached | too_small | spent
+            verdict = jnp.where(
+                too_small,
+                jnp.int8(SolverVerdict.DT_MIN),
+                jnp.where(
+                    spent & ~stopped & ~reached, jnp.int8(SolverVerdict.MAX_STEPS), st.verdict
+                ),
+            )
+            new_inner = PiecewiseInner(
+                pattern=jnp.where(accept, new_pattern, pattern),
+                slots=jnp.where(accept, new_slots, slots),
+                f0=jnp.where(accept, f_new, inner.f0),
+                dt=h * factor,
+                err_prev=jnp.where(accept, jnp.maximum(errn, 1e-4), inner.err_prev),
+                save_index=index,
+                num_crossings=inner.num_crossings + jnp.where(accept, flips, 0).astype(jnp.int32),
+                num_slides=inner.num_slides + jnp.where(accept, entered, 0).astype(jnp.int32),
+                sliding_time=inner.sliding_time + jnp.where(accept & slid, t_new - t, 0),
+            )
+            new = State(
+                t=jnp.where(accept, t_new, t),
+                y=st.y,
+                num_steps=num_steps,
+                num_rejected=st.num_rejected + (~accept).astype(jnp.int32),
+                num_tail_steps=st.num_tail_steps,
+                saved=saved,
+                path=path,
+                phase=st.phase,
+                finished=finished,
+                verdict=verdict,
+                t_tail=st.t_tail,
+                inner=new_inner,
+            )
+            return new, jnp.where(accept, u_new, u)
+
+        def cond(c):
+            st, _ = c
+            return ~st.finished & (st.num_steps < end)
+
+        st, u = jax.lax.while_loop(cond, step, (state, u_start))
+        st = eqx.tree_at(lambda s: s.y, st, kinks.unravel(u))
+        return jtu.tree_map(lambda a, b: jnp.where(state.finished, a, b), state, st)
+
+    def finish(self, problem: Problem, state: State, params0: PyTree) -> Trajectory:
+        """:meth:`AbstractDynamics.finish`, with ``Trajectory.kinks`` (:class:`KinkStats`).
+
+        **Arguments:**
+
+        - `problem`: the :class:`Problem` that was solved.
+        - `state`: the finished :class:`State`.
+        - `params0`: θ₀.
+
+        **Returns:**
+
+        The :class:`Trajectory`.
+        """
+        traj = super().finish(problem, state, params0)
+        inner = state.inner
+        stats = KinkStats(
+            num_crossings=inner.num_crossings,
+            num_slides=inner.num_slides,
+            sliding_time=inner.sliding_time,
+            num_sliding=jnp.sum(inner.slots >= 0).astype(jnp.int32),
+        )
+        return eqx.tree_at(lambda t: t.kinks, traj, stats, is_leaf=lambda x: x is None)
