@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, ArrayLike, Key, PRNGKeyArray, PyTree, UInt32
+from jaxtyping import Array, ArrayLike, Int, Key, PRNGKeyArray, PyTree, UInt32
 
 from ._checks import (
     check_bool,
@@ -37,7 +37,7 @@ from ._checks import (
     positive_int,
 )
 from .dynamics.analysis import decay_of, limit_of
-from .dynamics.base import AbstractDynamics
+from .dynamics.base import AbstractDynamics, State
 from .dynamics.integrate import check_problem, make_problem
 from .dynamics.problem import Problem, check_horizon
 from .ensemble import Ensemble, architecture
@@ -62,38 +62,108 @@ def _init_pool(dynamics, problem, params, frozen):
     return jax.vmap(lambda p, f: dynamics.init(_member_problem(problem, f), p))(params, frozen)
 
 
+def _rows(tree, idx):
+    return jtu.tree_map(lambda x: x[idx], tree)
+
+
 @eqx.filter_jit
-def _advance_pool(dynamics, problem, state, frozen, steps: int, phase: int):
-    return jax.vmap(lambda s, f: dynamics.advance(_member_problem(problem, f), s, steps, phase))(
-        state, frozen
+def _run_pool(
+    dynamics: AbstractDynamics,
+    problem: Problem,
+    store: State,
+    frozen: PyTree,
+    slots: Int[Array, " pool"],
+    queue: Int[Array, " rows"],
+    head: Int[Array, ""],
+    queue_len: Int[Array, ""],
+    shrink_at: Int[Array, ""],
+    steps: int,
+    phase: int,
+    max_segments: int,
+):
+    """Advance one pool on the device, segment after segment, refilling it from the queue.
+
+    `store` holds every member's :class:`State` (one row each; its last row is a scratch
+    row for empty slots), `slots` the rows in the pool. After each segment of `steps`
+    steps the pool's rows are written back to `store`; a member that finished or changed
+    phase leaves its slot, which (in phase 0) is refilled from ``queue[head:queue_len]``.
+    The loop ends when no member is live, after `max_segments` segments, or once the
+    queue is empty and at most `shrink_at` members are live (the host then re-packs them
+    into a smaller pool). Nothing goes to the host in between.
+
+    **Returns:**
+
+    ``(store, head, useful, evaluated, segments)``: the updated rows, the next queue
+    position, and this call's useful and evaluated member-steps and segment count.
+    """
+    scratch = jtu.tree_leaves(store)[0].shape[0] - 1
+    size = slots.shape[0]
+
+    def advance(s, f):
+        return dynamics.advance(_member_problem(problem, f), s, steps, phase)
+
+    def live_of(store, slots):
+        return (slots != scratch) & ~store.finished[slots] & (store.phase[slots] == phase)
+
+    def cond(carry):
+        store, slots, head, _, _, segments = carry
+        live = live_of(store, slots).sum()
+        drained = (head >= queue_len) & (live <= shrink_at)
+        return (live > 0) & ~drained & (segments < max_segments)
+
+    def body(carry):
+        store, slots, head, useful, evaluated, segments = carry
+        live = live_of(store, slots)
+        pool = _rows(store, slots)
+        before = pool.num_steps
+        pool = jax.vmap(advance)(pool, _rows(frozen, slots))
+        delta = jnp.where(live, pool.num_steps - before, 0)
+        rows = jnp.where(live, slots, scratch)
+        store = jtu.tree_map(lambda s, p: s.at[rows].set(p), store, pool)
+        stays = live & ~pool.finished & (pool.phase == phase)
+        if phase == 0:  # refill free slots, in order, from the queue of new members
+            free = ~stays
+            rank = jnp.cumsum(free) - 1
+            available = jnp.maximum(queue_len - head, 0)
+            fill = free & (rank < available)
+            new = queue[jnp.clip(head + rank, 0, queue.shape[0] - 1)]
+            slots = jnp.where(fill, new, jnp.where(stays, slots, scratch))
+            head = (head + jnp.minimum(free.sum(), available)).astype(jnp.int32)
+        else:
+            slots = jnp.where(stays, slots, scratch)
+        return (
+            store,
+            slots.astype(jnp.int32),
+            head,
+            (useful + delta.sum()).astype(jnp.int32),
+            (evaluated + size * delta.max()).astype(jnp.int32),
+            segments + 1,
+        )
+
+    zero = jnp.zeros((), jnp.int32)
+    store, _, head, useful, evaluated, segments = jax.lax.while_loop(
+        cond, body, (store, slots, head, zero, zero, zero)
     )
+    return store, head, useful, evaluated, segments
 
 
 @eqx.filter_jit
-def _finish_pool(dynamics, problem, state, params, frozen, limits):
+def _finish_pool(dynamics, problem, store, params, frozen, idx, limits):
     def one(s, p, f):
         member = _member_problem(problem, f)
         traj = dynamics.finish(member, s, p)
         return traj, limit_of(member, traj, limits), decay_of(traj)
 
-    return jax.vmap(one)(state, params, frozen)
+    return jax.vmap(one)(_rows(store, idx), _rows(params, idx), _rows(frozen, idx))
 
 
 # ----------------------------------------------------------------------------------
-# Host-side helpers (numpy views of batched pytrees)
+# Host-side helpers
 # ----------------------------------------------------------------------------------
 
 
 def _take(tree, idx):
     return jtu.tree_map(lambda x: x[idx], tree)
-
-
-def _put(store, idx, values):
-    def put(s, v):
-        s[idx] = v
-        return s
-
-    return jtu.tree_map(put, store, values)
 
 
 def _next_pow2(n: int) -> int:
@@ -115,27 +185,6 @@ def _progress(total: int, enabled: bool | None):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="traj", desc="gflow ensemble", leave=False)
-
-
-def _advance_on_devices(dynamics, problem, pool, frozen, devices, steps, phase):
-    """Advance a host-side pool, split evenly over `devices` (one host thread each).
-
-    Each device gets its own slice and its own solve, so devices never synchronise
-    inside the solver loop.
-    """
-    n = len(devices)
-    size = len(jtu.tree_leaves(pool)[0]) // n
-
-    def run(i):
-        part = slice(i * size, (i + 1) * size)
-        state_i, frozen_i = jax.device_put((_take(pool, part), _take(frozen, part)), devices[i])
-        return jax.device_get(_advance_pool(dynamics, problem, state_i, frozen_i, steps, phase))
-
-    if n == 1:
-        return run(0)
-    with ThreadPoolExecutor(max_workers=n) as executor:  # XLA releases the GIL
-        outs = list(executor.map(run, range(n)))
-    return jtu.tree_map(lambda *xs: np.concatenate(xs), *outs)
 
 
 def _pool_size(members: int, cap: int, min_pool: int) -> int:
@@ -284,130 +333,174 @@ def run_ensemble(
     dynamics, problem = make_problem(dynamics, dtype, risk, rest, t1, n_save, save_ts, False)
     bar = _progress(batch, progress)
     try:
-        store, stats = _schedule(
+        pieces, stats = _run_on_devices(
             dynamics,
             problem,
             params,
             frozen,
+            limits,
             batch,
             chunk_size,
             segment_steps,
             compact,
-            devices,
+            _device_list(devices),
             bar,
         )
     finally:
         if bar is not None:
             bar.close()
-    return _assemble(dynamics, problem, store, params, frozen, limits, batch, chunk_size,
-                     first, stats)  # fmt: skip
+    return _assemble(dynamics, problem, pieces, params, first, stats)
 
 
-def _schedule(dynamics, problem, params, frozen, batch, chunk_size, segment_steps, compact,
-              devices, bar):  # fmt: skip
-    """The host loop: pools per phase, segments, harvest, refill, shrink."""
-    n_dev = len(devices)
-    cap = max(n_dev, _next_pow2(min(chunk_size, batch)))
-    cap = -(-cap // n_dev) * n_dev
-    # Pools never shrink below MIN_POOL members: on a CPU a vmapped step of 16 members
-    # costs little more than one of 1, and every pool size is one more compilation per
-    # phase (measured on the demo: 52 s with one pool shape, 70 s with two, 87 s with four).
-    min_pool = min(cap, max(n_dev, MIN_POOL))
+#: Segments a pool runs on the device before control returns to the host (progress).
+MAX_SEGMENTS = 256
 
-    # Initial states of every member, pool by pool, kept on the host. Row `batch` is a
-    # scratch row for padding slots.
-    store = None
-    for start in range(0, batch, cap):
-        idx = np.arange(start, start + cap).clip(max=batch - 1)
-        out = jax.device_get(_init_pool(dynamics, problem, _take(params, idx), _take(frozen, idx)))
-        if store is None:
-            store = jtu.tree_map(lambda x: np.empty((batch + 1,) + x.shape[1:], x.dtype), out)
-        n = min(cap, batch - start)
-        store = _put(store, np.arange(start, start + n), _take(out, slice(0, n)))
-    store = _put(store, np.array([batch]), _take(store, np.array([0])))
-    frozen_store = jtu.tree_map(
-        lambda x: np.concatenate([np.asarray(x), np.asarray(x[:1])]), frozen
-    )
 
-    queue = list(range(batch))[::-1]  # pop() gives members in order
-    done = np.zeros(batch + 1, bool)
-    done[batch] = True  # the scratch row never counts
-    started = np.zeros(batch + 1, bool)
-    chunk = np.zeros(0, np.int64)  # lockstep mode: the members of the current chunk
-    useful = evaluated = segments = 0
+def _run_on_devices(dynamics, problem, params, frozen, limits, batch, chunk_size,
+                    segment_steps, compact, devices, bar):  # fmt: skip
+    """Split the members evenly over `devices` and schedule each part on its device
+    (one host thread each: XLA releases the GIL). Returns the finished pieces, in member
+    order, and the summed statistics."""
+    n_dev = min(len(devices), batch)
+    bounds = np.linspace(0, batch, n_dev + 1).round().astype(int)
+    # every device gets the same pool cap (the pool of `chunk_size` is split over them)
+    per_device = max(1, chunk_size // n_dev)
 
-    def candidates(phase: int) -> list[int]:
-        pool = chunk if not compact else np.flatnonzero(started[:batch])
-        return [int(i) for i in pool if not done[i] and store.phase[i] == phase]
-
-    while not done[:batch].all():
-        if not compact and (chunk.size == 0 or done[chunk].all()):
-            chunk = np.array([queue.pop() for _ in range(min(cap, len(queue)))], np.int64)
-            started[chunk] = True
-        # the phase with the most members waiting (new members start in phase 0)
-        waiting = [len(candidates(p)) for p in range(dynamics.num_phases)]
-        if compact:
-            waiting[0] += len(queue)
-        phase = int(np.argmax(waiting))
-        members = candidates(phase)
-        while compact and phase == 0 and len(members) < cap and queue:
-            i = queue.pop()
-            started[i] = True
-            members.append(i)
-        members = members[:cap]
-        size = cap if not compact else _pool_size(len(members), cap, min_pool)
-        size = -(-size // n_dev) * n_dev
-        slots = np.array(members + [batch] * (size - len(members)), np.int64)
-        live = ~done[slots]
-        steps_before = store.num_steps[slots].copy()
-        # smaller pools run longer segments; the budget and the stiffness checks are the
-        # members' own (counted in their states), so `seg` only sets the speed
-        seg = dynamics.segment_length(segment_steps * max(1, cap // size))
-        pool = _advance_on_devices(
+    def run(i):
+        idx = np.arange(bounds[i], bounds[i + 1])
+        return _schedule(
             dynamics,
             problem,
-            _take(store, slots),
-            _take(frozen_store, slots),
-            devices,
-            seg,
-            phase,
-        )
-        segments += 1
-        delta = np.where(live, pool.num_steps - steps_before, 0)
-        useful += int(delta.sum())
-        evaluated += len(slots) * int(delta.max())
-        store = _put(store, slots[live], _take(pool, live))
-        finished = live & np.asarray(pool.finished)
-        done[slots[finished]] = True
-        if bar is not None:
-            bar.update(int(finished.sum()))
-    stats = {
-        "useful_member_steps": useful,
-        "evaluated_member_steps": evaluated,
-        "waste": evaluated / max(useful, 1),
-        "segments": segments,
-        "pool_size": cap,
-        "segment_steps": segment_steps,
-    }
-    return store, stats
-
-
-def _assemble(dynamics, problem, store, params, frozen, limits, batch, chunk_size, first,
-              stats) -> Ensemble:  # fmt: skip
-    """Finish, classify limits and fit decay laws pool by pool; stack into an Ensemble."""
-    cap = _next_pow2(min(chunk_size, batch))
-    pieces = []
-    for start in range(0, batch, cap):
-        idx = np.arange(start, start + cap).clip(max=batch - 1)
-        out = _finish_pool(
-            dynamics,
-            problem,
-            jax.device_put(_take(store, idx)),
             _take(params, idx),
             _take(frozen, idx),
             limits,
+            per_device,
+            segment_steps,
+            compact,
+            devices[i],
+            bar,
         )
-        pieces.append(jax.device_get(_take(out, slice(0, min(cap, batch - start)))))
+
+    if n_dev == 1:
+        outs = [run(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=n_dev) as executor:
+            outs = list(executor.map(run, range(n_dev)))
+    pieces = [piece for out in outs for piece in out[0]]
+    stats = {k: sum(out[1][k] for out in outs) for k in ("useful_member_steps",
+             "evaluated_member_steps", "segments")}  # fmt: skip
+    stats["waste"] = stats["evaluated_member_steps"] / max(stats["useful_member_steps"], 1)
+    stats["pool_size"] = outs[0][1]["pool_size"] * n_dev
+    stats["segment_steps"] = segment_steps
+    return pieces, stats
+
+
+def _schedule(dynamics, problem, params, frozen, limits, chunk_size, segment_steps, compact,
+              device, bar):  # fmt: skip
+    """Run the members of one device: pools per phase, segments, refill and shrink.
+
+    Every member's state lives in a device-side store; a pool runs many segments in one
+    call (:func:`_run_pool`: refill on the device), and only the finished flags and
+    phases come back to the host, which picks the next pool's phase and size. The
+    finished members are classified on the device and come back once, at the end.
+    """
+    batch = int(jtu.tree_leaves(params)[0].shape[0])
+    cap = _next_pow2(min(chunk_size, batch))
+    # Pools never shrink below MIN_POOL members: on a CPU a vmapped step of 16 members
+    # costs little more than one of 1, and every pool size is one more compilation per
+    # phase (measured on the demo: 52 s with one pool shape, 70 s with two, 87 s with four).
+    min_pool = min(cap, MIN_POOL)
+    # rows: the members, padded to a power of two (fewer compiled shapes); the last
+    # row is the scratch row of empty slots
+    rows = max(_next_pow2(batch + 1), cap)
+    pad = np.arange(rows).clip(max=batch - 1)
+    params_store, frozen_store = jax.device_put((_take(params, pad), _take(frozen, pad)), device)
+    parts = [
+        _init_pool(
+            dynamics,
+            problem,
+            _take(params_store, np.arange(s, s + cap)),
+            _take(frozen_store, np.arange(s, s + cap)),
+        )  # fmt: skip
+        for s in range(0, rows, cap)
+    ]
+    store = jtu.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+    scratch = rows - 1
+    queue_host = np.full(rows, scratch, np.int32)
+    queue_host[:batch] = np.arange(batch)
+    queue = jax.device_put(queue_host, device)
+
+    done = np.zeros(batch, bool)
+    phase_of = np.zeros(batch, np.int8)
+    started = 0  # members [0, started) have entered a pool
+    lockstep_end = 0  # lockstep mode: members [.., lockstep_end) form the current chunk
+    useful = evaluated = segments = 0
+
+    def candidates(phase: int) -> np.ndarray:
+        return np.flatnonzero(~done[:started] & (phase_of[:started] == phase))
+
+    while not done.all():
+        if not compact and started == lockstep_end and done[:started].all():
+            lockstep_end = min(batch, started + cap)
+        limit = lockstep_end if not compact else batch  # the queue's end
+        # the phase with the most members waiting (new members start in phase 0)
+        waiting = [candidates(p).size for p in range(dynamics.num_phases)]
+        waiting[0] += limit - started
+        phase = int(np.argmax(waiting))
+        members = candidates(phase)[:cap]
+        if phase == 0:  # top up from the queue
+            extra = min(cap - members.size, limit - started)
+            members = np.concatenate([members, np.arange(started, started + extra)])
+            started += extra
+        size = cap if not compact else _pool_size(waiting[phase], cap, min_pool)
+        slots = np.full(size, scratch, np.int32)
+        slots[: members.size] = members[:size]
+        shrink = size // 8 if compact and size // 8 >= min_pool else 0
+        # smaller pools run longer segments; the budget and the stiffness checks are the
+        # members' own (counted in their states), so `seg` only sets the speed
+        seg = dynamics.segment_length(segment_steps * max(1, cap // size))
+        store, head, n_useful, n_evaluated, n_segments = _run_pool(
+            dynamics,
+            problem,
+            store,
+            frozen_store,
+            jax.device_put(slots, device),
+            queue,
+            jnp.asarray(started, jnp.int32),
+            jnp.asarray(limit if phase == 0 else started, jnp.int32),
+            jnp.asarray(shrink, jnp.int32),
+            seg,
+            phase,
+            MAX_SEGMENTS,
+        )
+        flags, phases, head = jax.device_get((store.finished, store.phase, head))
+        started = max(started, int(head)) if phase == 0 else started
+        useful += int(n_useful)
+        evaluated += int(n_evaluated)
+        segments += int(n_segments)
+        newly = flags[:batch] & ~done
+        done |= flags[:batch]
+        phase_of = phases[:batch]
+        if bar is not None:
+            bar.update(int(newly.sum()))
+
+    pieces = []
+    for s in range(0, batch, cap):
+        idx = np.arange(s, s + cap).clip(max=batch - 1)
+        out = _finish_pool(dynamics, problem, store, params_store, frozen_store,
+                           jax.device_put(idx, device), limits)  # fmt: skip
+        pieces.append(jax.device_get(_take(out, slice(0, min(cap, batch - s)))))
+    stats = {
+        "useful_member_steps": useful,
+        "evaluated_member_steps": evaluated,
+        "segments": segments,
+        "pool_size": cap,
+    }
+    return pieces, stats
+
+
+def _assemble(dynamics, problem, pieces, params, first, stats) -> Ensemble:
+    """Stack the finished pieces (member order) into an :class:`Ensemble`."""
     traj, limit, decay = jtu.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)), *pieces)
     ts = np.asarray(problem.save_ts)
     keep = np.ones(ts.shape, bool)

@@ -87,7 +87,7 @@ def _backend_compilations():
 
 def _traces():
     """How many traces the compiled programs of integrate and run_ensemble hold."""
-    programs = (_integrate, engine._init_pool, engine._advance_pool, engine._finish_pool)
+    programs = (_integrate, engine._init_pool, engine._run_pool, engine._finish_pool)
     return [p._cached._cache_size() for p in programs]
 
 
