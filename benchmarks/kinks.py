@@ -44,7 +44,6 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import gflow_jax as gf  # noqa: E402
 from gflow_jax.models.base import partition  # noqa: E402

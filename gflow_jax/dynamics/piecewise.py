@@ -567,6 +567,11 @@ class PiecewiseGradientFlow(AbstractDynamics):
             new_slots, overflow = _merge_slots(slots, crossing, kinks.m)
             flipped = jnp.where(overflow, ~pattern, pattern)
             new_pattern, new_slots = kinks.resolve(u_new, flipped, new_slots)
+            # A surface that was crossed but that the (first-order) decision sends back to
+            # its old side is grazed: the flow did cross it, so cross (no zero-length
+            # event loop; a true return is then the next step's crossing).
+            stuck = crossing & ~kinks.in_slots(new_slots) & (new_pattern == pattern)
+            new_pattern = jnp.where(stuck, ~pattern, new_pattern)
             sliding = jnp.any(new_slots >= 0)
             u_new = kinks.project(u_new, jnp.where(event | sliding, new_slots, -1))
 
