@@ -94,7 +94,7 @@ def test_sliding_onset_time():
 
     lo, hi = 0.1, 0.3
     assert not slides(lo) and slides(hi)
-    for _ in range(40):
+    for _ in range(30):
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if slides(mid) else (mid, hi)
     assert abs(hi - T_STAR) < 1e-9
@@ -230,7 +230,7 @@ def test_crossing_times_agree_with_bisection_on_dense_reference():
 
     a, b = t_ref - 1e-3, t_ref + 1e-3
     assert not crossed(a) and crossed(b)
-    for _ in range(40):
+    for _ in range(30):
         mid = 0.5 * (a + b)
         a, b = (a, mid) if crossed(mid) else (mid, b)
     assert abs(b - t_ref) < 1e-8
@@ -251,7 +251,7 @@ def test_energy_identity_through_crossings():
     # off sliding the saved ‖G‖ is the speed
     g = np.asarray(traj.grad_norm)
     g_integral = 0.5 * (g[1:] ** 2 + g[:-1] ** 2) * np.diff(ts)
-    np.testing.assert_allclose(np.sum(g_integral[smooth]), drop, rtol=1e-5)
+    np.testing.assert_allclose(np.sum(g_integral[smooth]), drop, rtol=1e-4)  # trapezoid: O(Δt²)
 
 
 def test_ensemble_equals_per_member():
@@ -289,16 +289,16 @@ def test_masked_outputs_is_the_network_on_its_pattern():
 
 def test_deep_relu_agrees_with_plain_solver():
     x = jnp.linspace(-1.0, 1.0, 5)[:, None]
-    risk = gf.EmpiricalRisk(x, jnp.sin(3 * x))
-    model = gf.DeepMLP((1, 3, 3, 1), "relu", key=jax.random.key(2), init="he")
+    risk = gf.EmpiricalRisk(x, jnp.abs(x))
+    model = gf.DeepMLP((1, 3, 3, 1), "relu", key=jax.random.key(3), init="he")
     model = eqx.tree_at(lambda m: m.biases, model, (jnp.full(3, 0.1), jnp.full(3, 0.1)))
     ts = np.array([0.0, 0.5, 1.0, 2.0])
     traj = gf.integrate(model, risk, 2.0, PIECEWISE, save_ts=ts, limits=None)
     plain = gf.GradientFlow(tail="explicit",
                             controller=diffrax.PIDController(rtol=1e-11, atol=1e-14))  # fmt: skip
     ref = gf.integrate(model, risk, 2.0, plain, save_ts=ts, limits=None)
-    assert int(traj.kinks.num_slides) == 0
-    np.testing.assert_allclose(traj.risk, ref.risk, rtol=1e-7)
+    assert int(traj.kinks.num_slides) == 0 and int(traj.kinks.num_crossings) >= 2
+    np.testing.assert_allclose(traj.risk, ref.risk, rtol=1e-8)
 
 
 def test_float32_runs():
