@@ -139,6 +139,86 @@ def _solver_init(solver: diffrax.AbstractSolver, term, t0, t1, y0) -> PyTree:
     return state
 
 
+def _is_none(x) -> bool:
+    return x is None
+
+
+def _stops_on_stage(solver: diffrax.AbstractSolver) -> bool:
+    """Whether `solver` evaluates ``f(y1) = −∇L(y1)`` as its last stage (explicit FSAL
+    Runge–Kutta: Tsit5, Dopri5, Dopri8, …), so that the stop rules cost one forward pass."""
+    return (
+        isinstance(solver, diffrax.AbstractERK)
+        and not isinstance(solver, diffrax.AbstractImplicitSolver)
+        and bool(getattr(solver.tableau, "fsal", False))
+    )
+
+
+class _StopOnStage(diffrax.AbstractAdaptiveSolver, diffrax.AbstractWrappedSolver):
+    """An explicit FSAL Runge–Kutta solver that checks the stop rules on every step.
+
+    The wrapped solver's last stage is ``f(y1) = −∇L(y1)`` (kept in its state for the
+    next step), so ``‖∇L(y1)‖`` is known; only ``L(y1)`` costs a forward pass. The state
+    is ``(solver_state, code)`` with the :func:`gflow_jax.outcomes.classify` code at the
+    current ``y`` (kept or discarded with the step, like the rest of the state); an
+    accepted step whose end point meets a stop rule ends the solve there, as a
+    ``diffrax.Event`` would. This replaces an event whose condition evaluated ``∇L``
+    once more after every step.
+    """
+
+    solver: diffrax.AbstractSolver
+    problem: Problem
+    stop: Stop
+    # set by Diffrax's adjoints for forward-mode autodiff (as on its Runge–Kutta
+    # solvers); passed on to the wrapped solver
+    scan_kind: None | str = None
+
+    def _inner(self) -> diffrax.AbstractSolver:
+        if self.scan_kind is None or getattr(self.solver, "scan_kind", None) is not None:
+            return self.solver
+        return eqx.tree_at(lambda s: s.scan_kind, self.solver, self.scan_kind, is_leaf=_is_none)
+
+    @property
+    def term_structure(self):
+        return self.solver.term_structure
+
+    @property
+    def interpolation_cls(self):  # pyright: ignore
+        return self.solver.interpolation_cls
+
+    @property
+    def term_compatible_contr_kwargs(self):
+        return self.solver.term_compatible_contr_kwargs
+
+    def order(self, terms):
+        return self.solver.order(terms)
+
+    def strong_order(self, terms):
+        return self.solver.strong_order(terms)
+
+    def error_order(self, terms):
+        return self.solver.error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        state = _solver_init(self.solver, terms, t0, t1, y0)
+        return state, self.problem.stop_code(y0, state[1], self.stop)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y1, y_error, dense_info, state, result = self._inner().step(
+            terms, t0, t1, y0, args, solver_state[0], made_jump
+        )
+        code = self.problem.stop_code(y1, state[1], self.stop)
+        # End the solve after an accepted step that meets a rule. Diffrax lets the
+        # controller's result override a solver's `event_occurred`, so the stop is
+        # signalled as `max_steps_reached` (what the step budget also returns); the code
+        # in the state tells the two apart (see `GradientFlow._solve`).
+        stopped = (code != Outcome.UNFINISHED) & (result == diffrax.RESULTS.successful)
+        result = diffrax.RESULTS.where(stopped, diffrax.RESULTS.max_steps_reached, result)
+        return y1, y_error, dense_info, (state, code), result
+
+    def func(self, terms, t0, y0, args):
+        return self.solver.func(terms, t0, y0, args)
+
+
 class FlowInner(eqx.Module):
     """Gradient-flow part of a :class:`State`: solver/controller states, next step, phase data.
 
@@ -317,6 +397,19 @@ class GradientFlow(AbstractDynamics):
     def _term(self, problem: Problem) -> diffrax.ODETerm:
         return diffrax.ODETerm(problem.field)
 
+    def _stepper(self, problem: Problem, solver: diffrax.AbstractSolver) -> diffrax.AbstractSolver:
+        """`solver`, wrapped in :class:`_StopOnStage` when its last stage gives ``∇L(y1)``."""
+        if _stops_on_stage(solver):
+            return _StopOnStage(solver, problem, self.stop)
+        return solver
+
+    def _init_solver(self, problem: Problem, solver, term, t0, t1, y0) -> PyTree:
+        """The per-member initial state of `solver` (with the stop code at `y0` if wrapped)."""
+        stepper = self._stepper(problem, solver)
+        if isinstance(stepper, _StopOnStage):
+            return stepper.init(term, t0, t1, y0, None)
+        return _solver_init(solver, term, t0, t1, y0)
+
     def init(self, problem: Problem, params: PyTree) -> State:
         """The :class:`State` at ``t = 0``, in the explicit phase.
 
@@ -353,8 +446,10 @@ class GradientFlow(AbstractDynamics):
         inner = FlowInner(
             dt=tnext - t0,
             t_next=tnext,
-            explicit_state=_solver_init(self.solver, term, t0, tnext, params),
-            tail_state=None if tail is None else _solver_init(tail, term, t0, tnext, params),
+            explicit_state=self._init_solver(problem, self.solver, term, t0, tnext, params),
+            tail_state=(
+                None if tail is None else self._init_solver(problem, tail, term, t0, tnext, params)
+            ),
             controller_state=cstate,
             made_jump=jnp.asarray(False),
             stiff_vector=fixed_unit_vector(flat.size, flat.dtype),
@@ -438,6 +533,8 @@ class GradientFlow(AbstractDynamics):
         solver = self.solver if phase == EXPLICIT else tail
         solver_state = state.inner.explicit_state if phase == EXPLICIT else state.inner.tail_state
         stop = self.stop
+        stepper = self._stepper(problem, solver)
+        lean = isinstance(stepper, _StopOnStage)
 
         def save_report(t, y, args):
             report = problem.diagnose(y, stop)
@@ -456,7 +553,7 @@ class GradientFlow(AbstractDynamics):
         cstate = (*cstate[:3], left)
         sol = diffrax.diffeqsolve(
             self._term(problem),
-            solver,
+            stepper,
             t0=state.t,
             t1=problem.t1,
             dt0=_step_to(state.t, state.inner.t_next),
@@ -465,7 +562,9 @@ class GradientFlow(AbstractDynamics):
                 subs=subs, solver_state=True, controller_state=True, made_jump=True
             ),
             stepsize_controller=_recording(self.controller),
-            event=diffrax.Event(should_stop),
+            # the stop rules: checked by the wrapped solver on its own last stage, or
+            # (other solvers) by an event that evaluates the gradient after every step
+            event=None if lean else diffrax.Event(should_stop),
             max_steps=max_steps,
             adjoint=self.adjoint,
             solver_state=solver_state,
@@ -496,6 +595,11 @@ class GradientFlow(AbstractDynamics):
             verdict,
         )
         finished = ~segment_spent | budget_spent
+        if lean:
+            # a stop rule ended the solve (signalled as max_steps_reached, see _StopOnStage)
+            stopped = sol.solver_state[1] != Outcome.UNFINISHED
+            finished = finished | stopped
+            verdict = jnp.where(stopped, jnp.int8(SolverVerdict.OK), verdict)
         y = jtu.tree_map(lambda x: x[0], sol.ys[1])
         inner = FlowInner(
             dt=sol.controller_state[1],
@@ -506,7 +610,7 @@ class GradientFlow(AbstractDynamics):
             made_jump=sol.made_jump,
             stiff_vector=state.inner.stiff_vector,
         )
-        return State(
+        new = State(
             t=t,
             y=y,
             num_steps=num_steps,
@@ -520,6 +624,12 @@ class GradientFlow(AbstractDynamics):
             t_tail=state.t_tail,
             inner=inner,
         )
+        if not lean:
+            return new
+        # a stop rule met at the start (t = 0): no step, as an event at t0 would do
+        at_start = solver_state[1] != Outcome.UNFINISHED
+        old = eqx.tree_at(lambda s: s.finished, state, jnp.asarray(True))
+        return jtu.tree_map(lambda a, b: jnp.where(at_start, a, b), old, new)
 
     def _maybe_switch(self, problem: Problem, state: State) -> State:
         """At the member's own check points (every `stiffness_check_steps` steps), switch a
@@ -543,7 +653,7 @@ class GradientFlow(AbstractDynamics):
             .init(term, t, problem.t1, state.y, dt, None, tail.func, tail.error_order(term))
         )
         tnext = jnp.minimum(tnext, problem.t1)
-        tail_state = _solver_init(tail, term, t, tnext, state.y)
+        tail_state = self._init_solver(problem, tail, term, t, tnext, state.y)
         pick = lambda new, old: jtu.tree_map(lambda a, b: jnp.where(switch, a, b), new, old)
         old = state.inner
         inner = FlowInner(

@@ -100,6 +100,28 @@ class Problem(eqx.Module):
         code = classify(value, grad_norm**2, param_norm, is_well_posed(self.model(params)), stop)
         return Diagnosis(value, grad_norm, param_norm, code), grad
 
+    def stop_code(self, params: PyTree, grad: PyTree, stop: Stop) -> Int[Array, ""]:
+        """The :func:`gflow_jax.outcomes.classify` code at θ from a gradient already known.
+
+        Only the risk is evaluated (a forward pass, no backward pass): a solver whose
+        last stage is ``±∇L(θ)`` (an explicit first-same-as-last Runge–Kutta method)
+        thus checks the stop rules after every step at the cost of one forward pass.
+
+        **Arguments:**
+
+        - `params`: θ, a pytree of trainable arrays.
+        - `grad`: ``∇L(θ)`` or ``−∇L(θ)`` (only its norm is used), a pytree like `params`.
+        - `stop`: resolved :class:`gflow_jax.Stop` rules.
+
+        **Returns:**
+
+        The ``int8`` outcome code (``UNFINISHED``: keep going), the same as
+        ``diagnose(params, stop).code`` up to the round-off of the given gradient.
+        """
+        value = self.risk(self.model(params))
+        grad_norm, param_norm = tree_norm(grad), tree_norm(params)
+        return classify(value, grad_norm**2, param_norm, is_well_posed(self.model(params)), stop)
+
     def diagnose(self, params: PyTree, stop: Stop) -> Diagnosis:
         """``L``, ``‖∇L‖``, ``‖θ‖`` at θ and the :func:`gflow_jax.outcomes.classify` code.
 
