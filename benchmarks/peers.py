@@ -250,6 +250,145 @@ def run(args) -> dict:
     return {"meta": meta, "rows": rows}
 
 
+def engine_cost(args) -> dict:
+    """Issue 14, item 1: the engine's cost per useful member-step against a plain lockstep
+    ``jax.jit(jax.vmap(diffeqsolve))`` step at the same batch size, a pool of 1 against
+    ``gf.integrate`` alone, and the engine's waste, in one run.
+
+    Workload E: ShallowReLU width ``--width``, v scaled by 1/sqrt(width), the empirical
+    risk of 2x + 1 on ``--cost-points`` (64) evenly spaced points of [0, 1], Tsit5 +
+    PIDController(rtol, atol), float64, ``tail="explicit"``, ``limits=None``, 100 save
+    times. Per-step costs: every member runs exactly ``--cost-steps`` steps (t1 = 1e3,
+    the step budget ends every solve, so no member idles and the ratios compare a
+    step with a step); each timing is the fastest of ``--repeats`` warm calls. Waste:
+    the same flow to ``--waste-t1`` without a budget, at the default pool.
+    """
+    init = make_init(args.width)
+    x, y = gf.sample_data(gf.Affine(2.0, 1.0), args.cost_points)
+    risk = gf.EmpiricalRisk(x, y)
+    steps = args.cost_steps
+    pid = diffrax.PIDController(rtol=args.rtol, atol=args.atol)
+    flow = gf.GradientFlow(controller=pid, tail="explicit", max_steps=steps)
+    keys = jax.random.split(jax.random.key(1), max(args.pools + [16]))
+    models = eqx.filter_vmap(init)(keys)
+    params, static = partition(models)
+    y0 = jax.vmap(lambda p: ravel_pytree(p)[0])(params)
+    _, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], params))
+    static0 = jax.tree.map(lambda a: a[0] if eqx.is_array(a) else a, static)
+    field = lambda t, y, a: -jax.grad(lambda u: risk(eqx.combine(unravel(u), static0)))(y)
+
+    def lockstep_solve(y):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field), diffrax.Tsit5(), 0.0, 1e3, None, y,
+            stepsize_controller=pid, saveat=diffrax.SaveAt(t1=True), max_steps=steps,
+            throw=False,
+        )  # fmt: skip
+        return sol.stats["num_steps"]
+
+    lockstep = jax.jit(jax.vmap(lockstep_solve))
+
+    def fastest(fn):
+        jax.block_until_ready(fn())  # compile / warm
+        best, out = math.inf, None
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            out = jax.block_until_ready(fn())
+            best = min(best, time.perf_counter() - t)
+        return best, out
+
+    opts = dict(n_save=100, limits=None, progress=False)
+    pools = []
+    for B in args.pools:
+        members = max(B, 16)
+        wall, n = fastest(lambda B=B: lockstep(y0[:B]))
+        vmap_us = 1e6 * wall / (B * int(np.max(np.asarray(n))))
+        go = lambda B=B, m=members: gf.run_ensemble(
+            init, risk, keys[:m], 1e3, flow, chunk_size=B, **opts
+        )
+        wall, ens = fastest(go)
+        useful = ens.stats["useful_member_steps"]
+        engine_us = 1e6 * wall / useful
+        # the share of saving: the same run with 2 save times instead of 100
+        few = lambda B=B, m=members: gf.run_ensemble(
+            init, risk, keys[:m], 1e3, flow, chunk_size=B, **dict(opts, n_save=2)
+        )
+        few_us = 1e6 * fastest(few)[0] / useful
+        pools.append(dict(pool=B, members=members, vmap_us_per_member_step=vmap_us,
+                          engine_us_per_useful_member_step=engine_us,
+                          ratio=engine_us / vmap_us, waste=ens.stats["waste"],
+                          engine_us_2_saves=few_us, ratio_2_saves=few_us / vmap_us,
+                          segments=ens.stats["segments"]))  # fmt: skip
+        print(json.dumps(pools[-1]), flush=True)
+
+    # gradient flow alone: a Python loop of gf.integrate over the pool-of-1 members
+    members = 16
+
+    def loop():
+        return [
+            gf.integrate(init(k), risk, 1e3, flow, n_save=100, limits=None, throw=False).num_steps
+            for k in keys[:members]
+        ]
+
+    wall, n = fastest(loop)
+    alone_us = 1e6 * wall / int(np.sum(np.asarray(n)))
+    pool1 = next((p for p in pools if p["pool"] == 1), None)
+
+    # waste: the real (heavy-tailed) workload to --waste-t1 at the default pool
+    wflow = gf.GradientFlow(controller=pid, tail="explicit")
+    wkeys = jax.random.split(jax.random.key(2), args.waste_n)
+    wens = gf.run_ensemble(init, risk, wkeys, args.waste_t1, wflow, **opts)
+    wsteps = np.asarray(wens.num_steps)
+    return dict(
+        steps=steps,
+        pools=pools,
+        integrate_us_per_step=alone_us,
+        pool1_vs_integrate=None if pool1 is None else pool1["engine_us_per_useful_member_step"]
+        / alone_us,
+        waste=dict(n=args.waste_n, t1=args.waste_t1, pool=wens.stats["pool_size"],
+                   engine_waste=wens.stats["waste"],
+                   vmap_waste=float(len(wsteps) * wsteps.max() / wsteps.sum()),
+                   steps_median=float(np.median(wsteps)), steps_max=int(wsteps.max())),
+    )  # fmt: skip
+
+
+def engine_markdown(cost) -> str:
+    out = [
+        f"Every member runs {cost['steps']} steps; µs per member-step (fastest of the repeats).",
+        "",
+        "| pool B | members | lockstep vmap µs / member-step | engine µs / useful member-step "
+        "| engine / vmap | engine, 2 save times / vmap | waste | segments |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in cost["pools"]:
+        out.append(
+            f"| {p['pool']} | {p['members']} | {p['vmap_us_per_member_step']:.1f} "
+            f"| {p['engine_us_per_useful_member_step']:.1f} | {p['ratio']:.2f} "
+            f"| {p['ratio_2_saves']:.2f} | {p['waste']:.2f} | {p['segments']} |"
+        )
+    w = cost["waste"]
+    worst = max(p["ratio"] for p in cost["pools"])
+    yes = lambda ok: "reached" if ok else "**not reached**"
+    out += [
+        "",
+        "| target | measured | verdict |",
+        "|---|---:|---|",
+        f"| engine / lockstep vmap ≤ 1.3 at every pool size | worst {worst:.2f} "
+        f"| {yes(worst <= 1.3)} |",
+    ]
+    if cost["pool1_vs_integrate"] is not None:
+        r = cost["pool1_vs_integrate"]
+        out.append(
+            f"| pool of 1 ≤ 1.2 × `integrate` alone ({cost['integrate_us_per_step']:.1f} "
+            f"µs/step) | {r:.2f} | {yes(r <= 1.2)} |"
+        )
+    out.append(
+        f"| waste ≤ 1.5 (n = {w['n']}, t1 = {w['t1']}, pool {w['pool']}; steps median "
+        f"{w['steps_median']:.0f}, max {w['steps_max']}; lockstep vmap waste "
+        f"{w['vmap_waste']:.1f}) | {w['engine_waste']:.2f} | {yes(w['engine_waste'] <= 1.5)} |"
+    )
+    return "\n".join(out)
+
+
 def markdown(result) -> str:
     m = result["meta"]
     out = [
@@ -285,12 +424,26 @@ def main(argv=None):
     p.add_argument("--gd-horizon", type=float, default=20.0, help="GD gives up at this x t1")
     p.add_argument("--gflow", nargs="+", default=["auto", "explicit"], help="tail options")
     p.add_argument("--out", default="benchmarks/out")
+    p.add_argument("--pools", type=int, nargs="*", default=[1, 16, 64, 256],
+                   help="pool sizes of the engine-cost table (none: skip it)")  # fmt: skip
+    p.add_argument("--cost-steps", type=int, default=512, help="steps per member (engine cost)")
+    p.add_argument("--cost-points", type=int, default=64, help="data points (engine cost)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (engine cost)")
+    p.add_argument("--waste-t1", type=float, default=10.0, help="horizon of the waste run")
+    p.add_argument("--waste-n", type=int, default=256, help="members of the waste run")
+    p.add_argument("--only-engine", action="store_true", help="only the engine-cost table")
     args = p.parse_args(argv)
-    result = run(args)
+    result = {"meta": {}, "rows": []} if args.only_engine else run(args)
+    result["meta"].update(device=str(jax.devices()[0].device_kind), jax=jax.__version__,
+                          machine=f"{platform.machine()} {os.cpu_count()} cores")  # fmt: skip
+    if args.pools:
+        result["engine_cost"] = engine_cost(args)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "peers.json"), "w") as fh:
         json.dump(result, fh, indent=1)
-    table = markdown(result)
+    table = "" if args.only_engine else markdown(result)
+    if args.pools:
+        table += "\n\n" + engine_markdown(result["engine_cost"])
     with open(os.path.join(args.out, "peers.md"), "w") as fh:
         fh.write(table + "\n")
     print(table)

@@ -354,6 +354,8 @@ def run_ensemble(
 
 #: Segments a pool runs on the device before control returns to the host (progress).
 MAX_SEGMENTS = 256
+#: The smallest batch of members classified at once by ``finish`` at the end.
+FINISH_POOL = 64
 
 
 def _run_on_devices(dynamics, problem, params, frozen, limits, batch, chunk_size,
@@ -415,16 +417,7 @@ def _schedule(dynamics, problem, params, frozen, limits, chunk_size, segment_ste
     rows = max(_next_pow2(batch + 1), cap)
     pad = np.arange(rows).clip(max=batch - 1)
     params_store, frozen_store = jax.device_put((_take(params, pad), _take(frozen, pad)), device)
-    parts = [
-        _init_pool(
-            dynamics,
-            problem,
-            _take(params_store, np.arange(s, s + cap)),
-            _take(frozen_store, np.arange(s, s + cap)),
-        )  # fmt: skip
-        for s in range(0, rows, cap)
-    ]
-    store = jtu.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+    store = _init_pool(dynamics, problem, params_store, frozen_store)  # one call, all rows
     scratch = rows - 1
     queue_host = np.full(rows, scratch, np.int32)
     queue_host[:batch] = np.arange(batch)
@@ -484,12 +477,14 @@ def _schedule(dynamics, problem, params, frozen, limits, chunk_size, segment_ste
         if bar is not None:
             bar.update(int(newly.sum()))
 
+    # finish in pools of at least FINISH_POOL members: few calls, whatever the pool size
+    fin = _next_pow2(min(batch, max(cap, FINISH_POOL)))
     pieces = []
-    for s in range(0, batch, cap):
-        idx = np.arange(s, s + cap).clip(max=batch - 1)
+    for s in range(0, batch, fin):
+        idx = np.arange(s, s + fin).clip(max=batch - 1)
         out = _finish_pool(dynamics, problem, store, params_store, frozen_store,
                            jax.device_put(idx, device), limits)  # fmt: skip
-        pieces.append(jax.device_get(_take(out, slice(0, min(cap, batch - s)))))
+        pieces.append(jax.device_get(_take(out, slice(0, min(fin, batch - s)))))
     stats = {
         "useful_member_steps": useful,
         "evaluated_member_steps": evaluated,
