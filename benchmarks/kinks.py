@@ -63,9 +63,9 @@ def workload_risk() -> gf.EmpiricalRisk:
     return gf.EmpiricalRisk(x, 2 * x + 1)
 
 
-def _warm(run):
-    """Run twice; return the second result and its wall time (compilation excluded)."""
-    run()
+def _warm(run, warmup):
+    """Compile with `warmup` (same shapes, tiny ``t1``); time `run` (compilation excluded)."""
+    warmup()
     start = time.perf_counter()
     out = run()
     return out, time.perf_counter() - start
@@ -82,6 +82,19 @@ def _steps(ens) -> dict:
         "max_over_median": float(steps.max() / med),
         "rejected_fraction": float(rejected.sum() / steps.sum()),
     }
+
+
+def _outcomes(codes) -> dict:
+    names, counts = np.unique(gf.outcomes.outcome_names(codes), return_counts=True)
+    return {str(k): int(v) for k, v in zip(names, counts, strict=True)}
+
+
+def _risk_bands(risks) -> dict:
+    """Fractions of members by final risk: ``< 1e-8``, ``[1e-8, 1e-3)``, ``≥ 1e-3``."""
+    r = np.asarray(risks)
+    return {"<1e-8": float(np.mean(r < 1e-8)),
+            "[1e-8,1e-3)": float(np.mean((r >= 1e-8) & (r < 1e-3))),
+            ">=1e-3": float(np.mean(r >= 1e-3))}  # fmt: skip
 
 
 def gd_run(risk, keys, lr: float, t1: float, goal: float, chunk: int = 500):
@@ -118,7 +131,7 @@ def gd_run(risk, keys, lr: float, t1: float, goal: float, chunk: int = 500):
         if float(jnp.median(risks)) <= goal:
             break
     return {"iterations": iterations, "median_risk": float(jnp.median(previous)),
-            "stable": stable}  # fmt: skip
+            "stable": stable, "risk_bands": _risk_bands(previous)}  # fmt: skip
 
 
 def main(argv=None) -> dict:
@@ -139,7 +152,10 @@ def main(argv=None) -> dict:
     rows = {}
 
     pw = gf.PiecewiseGradientFlow(rtol=args.rtol, atol=args.atol)
-    ens, wall = _warm(lambda: gf.run_ensemble(init, risk, keys, args.t1, pw, **common))
+    ens, wall = _warm(
+        lambda: gf.run_ensemble(init, risk, keys, args.t1, pw, **common),
+        lambda: gf.run_ensemble(init, risk, keys, 1e-3, pw, **common),
+    )
     rows["piecewise"] = {"wall_s": wall, **_steps(ens),
                          "median_final_risk": float(np.median(ens.final_risk))}  # fmt: skip
     piecewise = ens
@@ -190,33 +206,37 @@ def main(argv=None) -> dict:
         float(np.median(rel[~slid])) if (~slid).any() else None
     )
     rows["piecewise"]["risk_rel_dev_sliding_max"] = float(rel[slid].max()) if slid.any() else None
-    rows["piecewise"]["outcomes"] = {
-        k: int(v)
-        for k, v in zip(
-            *np.unique(gf.outcomes.outcome_names(piecewise.outcome), return_counts=True),
-            strict=True,
-        )
-    }
+    rows["piecewise"]["outcomes"] = _outcomes(piecewise.outcome)
+    rows["piecewise"]["risk_bands"] = _risk_bands(piecewise.final_risk)
     rows["reference"] = {
-        "outcomes": {
-            k: int(v)
-            for k, v in zip(
-                *np.unique(gf.outcomes.outcome_names(ref.outcome), return_counts=True), strict=True
-            )
-        }
+        "outcomes": _outcomes(ref.outcome),
+        "risk_bands": _risk_bands(ref.final_risk),
+        "median_final_risk": float(np.median(ref.final_risk)),
     }
+    print("reference", rows["reference"], flush=True)
 
     if not args.skip_plain:
         plain = gf.GradientFlow(
             controller=diffrax.PIDController(rtol=args.rtol, atol=args.atol),
             max_steps=args.plain_max_steps,
         )
-        start = time.perf_counter()
-        ens = gf.run_ensemble(init, risk, keys, args.t1, plain, **common)
-        wall = time.perf_counter() - start  # one call: compilation included (a few s)
-        capped = int(np.sum(np.asarray(ens.num_steps) >= args.plain_max_steps))
-        rows["plain"] = {"wall_s_incl_compile": wall, **_steps(ens), "capped_members": capped,
-                         "median_final_risk": float(np.median(ens.final_risk))}  # fmt: skip
+        ens, wall = _warm(
+            lambda: gf.run_ensemble(init, risk, keys, args.t1, plain, **common),
+            lambda: gf.run_ensemble(init, risk, keys, 1e-3, plain, **common),
+        )
+        capped = np.asarray(ens.num_steps) >= args.plain_max_steps
+        rel_plain = np.abs(np.asarray(ens.final_risk) - np.asarray(ref.final_risk)) / np.maximum(
+            np.abs(np.asarray(ref.final_risk)), 1e-300
+        )
+        ok = ~slid & ~capped
+        rows["plain"] = {"wall_s": wall, **_steps(ens), "capped_members": int(capped.sum()),
+                         "median_final_risk": float(np.median(ens.final_risk)),
+                         "outcomes": _outcomes(ens.outcome),
+                         "risk_bands": _risk_bands(ens.final_risk),
+                         "risk_rel_dev_no_sliding_uncapped_max":
+                             float(rel_plain[ok].max()) if ok.any() else None,
+                         "risk_rel_dev_sliding_max":
+                             float(rel_plain[slid].max()) if slid.any() else None}  # fmt: skip
         print("plain", rows["plain"], flush=True)
 
     result = {

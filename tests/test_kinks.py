@@ -1,6 +1,8 @@
 """PiecewiseGradientFlow: kink crossings as events, Filippov sliding (issue 13).
 
-Sizes are tiny; each configuration compiles once per module.
+Sizes are tiny. Compilation dominates the cost, so every configuration compiles once per
+module: later calls of ``integrate`` reuse a compiled program by keeping the dynamics,
+the shape of ``save_ts`` and ``save_path`` (``t1`` and the save times are traced).
 """
 
 import math
@@ -82,22 +84,20 @@ def test_sliding_matches_hand_solution(sliding):
     assert int(traj.num_steps) < 200 and int(traj.num_rejected) < 10
 
 
-def test_sliding_onset_time():
-    """The flow's entry into sliding, located on its dense output, is t* (bisection on t1:
-    the last horizon without a slide and the first with one bracket the event)."""
-    model, risk = sliding_problem()
-    ts = np.array([0.0])
+def test_sliding_onset_time(sliding):
+    """The flow's entry into sliding, located on its dense output, is t*: a horizon 1e-9
+    before t* has no slide, one 1e-9 after it has one (and ``sliding_time`` at t = 4 is
+    ``4 − t*``, above)."""
+    model, risk, _ = sliding
 
     def slides(t1):
-        traj = gf.integrate(model, risk, t1, PIECEWISE, save_ts=ts, limits=None)
+        # same save_ts shape and options as the fixture: no recompilation
+        ts = np.linspace(0.0, t1, DENSE_TS.size)
+        traj = gf.integrate(model, risk, t1, PIECEWISE, save_ts=ts, save_path=True, limits=None)
         return int(traj.kinks.num_slides) > 0
 
-    lo, hi = 0.1, 0.3
-    assert not slides(lo) and slides(hi)
-    for _ in range(30):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if slides(mid) else (mid, hi)
-    assert abs(hi - T_STAR) < 1e-9
+    assert not slides(T_STAR - 1e-9)
+    assert slides(T_STAR + 1e-9)
 
 
 def _energy_terms(traj, risk, keep=None):
@@ -132,19 +132,92 @@ def test_energy_identity_through_sliding(sliding):
 
 
 def test_plain_solver_chatters_on_the_sliding_example():
-    """The plain generalised-gradient flow needs a huge number of steps for t = 1 of the
-    sliding motion (it chatters across the surface), and what it does reach stays near the
-    Filippov solution."""
+    """The plain generalised-gradient flow spends a budget of 3 000 steps (the piecewise
+    flow needs < 200 for t = 4) without reaching t = 1: it chatters across the surface,
+    most steps rejected; what it does reach stays near the Filippov solution."""
     model, risk = sliding_problem()
     plain = gf.GradientFlow(
         tail="explicit", controller=diffrax.PIDController(rtol=1e-6, atol=1e-9),
-        max_steps=20000,
+        max_steps=3000,
     )  # fmt: skip
-    traj = gf.integrate(model, risk, 1.0, plain, save_ts=np.array([0.0, 0.3]), save_path=True,
+    traj = gf.integrate(model, risk, 1.0, plain, save_ts=np.array([0.0, 0.2]), save_path=True,
                         limits=None, throw=False)  # fmt: skip
-    assert int(traj.num_steps) >= 20000
+    assert int(traj.num_steps) >= 3000 and float(traj.t_stop) < 0.5
+    assert int(traj.num_rejected) > 0.3 * int(traj.num_steps)
     path = _flat_path(traj)
-    np.testing.assert_allclose(path[1], sliding_exact(0.3), atol=1e-4)
+    np.testing.assert_allclose(path[1], sliding_exact(0.2), atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------
+# Entering a sliding surface and leaving it again: one neuron, three points.
+#
+# N(x) = relu(w x + b) (v = 1, c = 0 frozen), points (1, −1), (2, 1), (3, 3), weights ⅓.
+# Off the kink s₁ = w + b < 0 of x₁ = 1 (units on at x₂, x₃): L = ⅓(r₂² + r₃² + 1) with
+# r₂ = 2w + b − 1, r₃ = 3w + b − 3, an affine flow θ̇ = −Hθ + g towards (2, −3) (where
+# s₁ = −1). On s₁ = 0 (b = −w: r₂ = w − 1, r₃ = 2w − 3) Filippov's tangent field is the
+# projection of the off-side one: ẇ = −⅓(r₂ + 2r₃) = −(5/3)(w − 7/5), ḃ = −ẇ. The off
+# side pushes into the surface while ṡ₁ = −(2/3)(3r₂ + 4r₃) = −(2/3)(11w − 15) > 0, the
+# on side (which adds −(4/3)(s₁ + 1) to ṡ₁) while ṡ₁ < 4/3, i.e. sliding needs
+# 13/11 < w < 15/11. From (1, −1.3) the off-side flow reaches s₁ = 0 at w₁ ≈ 1.2255
+# (t₁ ≈ 0.136); on the surface w rises towards 7/5, so the off side stops attracting at
+# w = 15/11 (Filippov weight α = 0) and the flow leaves to the off side at
+# t₂ = t₁ + (3/5)·ln((7/5 − w₁)/(7/5 − 15/11)) ≈ 1.08, then follows the affine flow from
+# (15/11, −15/11) to (2, −3).
+# --------------------------------------------------------------------------------------
+
+_LEAVE_A = np.array([[2.0, 1.0], [3.0, 1.0]])
+_LEAVE_H = (2 / 3) * _LEAVE_A.T @ _LEAVE_A
+_LEAVE_FIT = np.array([2.0, -3.0])  # the off-side minimum: H·fit = g
+W_EXIT = 15 / 11
+
+
+def _off_side(theta0: np.ndarray, t: float) -> np.ndarray:
+    """The affine off-side flow ``θ(t) = fit + exp(−Ht)(θ₀ − fit)`` (H symmetric)."""
+    lam, q = np.linalg.eigh(_LEAVE_H)
+    return _LEAVE_FIT + q @ (np.exp(-lam * t) * (q.T @ (theta0 - _LEAVE_FIT)))
+
+
+def _leave_times() -> tuple[float, float, float]:
+    """``(t₁, w₁, t₂)``: the entry time (bisection on the closed form), entry w, exit time."""
+    theta0 = np.array([1.0, -1.3])
+    lo, hi = 0.0, 0.5  # s₁ < 0 at lo, > 0 at hi (the off-side flow would cross)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _off_side(theta0, mid).sum() < 0 else (lo, mid)
+    t1 = 0.5 * (lo + hi)
+    w1 = float(_off_side(theta0, t1)[0])
+    return t1, w1, t1 + 0.6 * math.log((1.4 - w1) / (1.4 - W_EXIT))
+
+
+def leave_exact(t: float) -> np.ndarray:
+    t1, w1, t2 = _leave_times()
+    if t <= t1:
+        return _off_side(np.array([1.0, -1.3]), t)
+    if t <= t2:
+        w = 1.4 + (w1 - 1.4) * math.exp(-(5 / 3) * (t - t1))
+        return np.array([w, -w])
+    return _off_side(np.array([W_EXIT, -W_EXIT]), t - t2)
+
+
+def test_enters_and_leaves_a_sliding_surface():
+    t1, w1, t2 = _leave_times()
+    assert 13 / 11 < w1 < W_EXIT and 0.1 < t1 < t2 - 0.5  # the example is as described
+    x = jnp.array([[1.0], [2.0], [3.0]])
+    risk = gf.EmpiricalRisk(x, jnp.array([[-1.0], [1.0], [3.0]]))
+    model = gf.ShallowReLU.from_flat(jnp.array([1.0, -1.3, 1.0, 0.0]), 1, 1, frozen=("v", "c"))
+    check = np.array([0.05, t1, 0.5, t2, t2 + 0.05, t2 + 0.5, 2.0, 4.0, 8.0])
+    ts = np.sort(np.append(check, 0.0))
+    traj = gf.integrate(model, risk, 8.0, PIECEWISE, save_ts=ts, save_path=True, limits=None)
+    path = _flat_path(traj)
+    for i, t in enumerate(ts):
+        np.testing.assert_allclose(path[i], leave_exact(t), rtol=0, atol=1e-8)
+    k = traj.kinks
+    assert int(k.num_slides) == 1 and int(k.num_sliding) == 0  # left the surface
+    np.testing.assert_allclose(float(k.sliding_time), t2 - t1, atol=1e-7)
+    # after the exit s₁ = w + b moves away from the surface (towards −1 at the fit)
+    s1 = path.sum(axis=1)[ts > t2]
+    assert np.all(np.diff(s1) < 0) and s1[-1] < -0.2
+    assert int(traj.num_rejected) < 10
 
 
 # --------------------------------------------------------------------------------------
@@ -152,7 +225,10 @@ def test_plain_solver_chatters_on_the_sliding_example():
 # --------------------------------------------------------------------------------------
 
 T_CROSS = 3.0
+# dense save grid (energy identity); CHECK_TS (agreement with the plain solver) lie on it
+CROSS_TS = np.linspace(0.0, T_CROSS, 3001)
 CHECK_TS = np.array([0.0, 0.25, 0.5, 1.0, 2.0, 3.0])
+CHECK_INDEX = np.rint(CHECK_TS / T_CROSS * (CROSS_TS.size - 1)).astype(int)
 
 
 def crossing_problem(dtype=jnp.float64):
@@ -162,28 +238,20 @@ def crossing_problem(dtype=jnp.float64):
     return model, gf.EmpiricalRisk(x, y)
 
 
+def _integrate_crossing(model, risk, t1):
+    """`PIECEWISE` with the fixture's save layout (one compilation for the module)."""
+    ts = np.linspace(0.0, t1, CROSS_TS.size)
+    return gf.integrate(model, risk, t1, PIECEWISE, save_ts=ts, save_path=True, limits=None)
+
+
 @pytest.fixture(scope="module")
 def crossing():
     model, risk = crossing_problem()
-    traj = gf.integrate(model, risk, T_CROSS, PIECEWISE, save_ts=CHECK_TS, save_path=True,
-                        limits=None)  # fmt: skip
-    return model, risk, traj
+    return model, risk, _integrate_crossing(model, risk, T_CROSS)
 
 
-def _reference_solution(model, risk, t1, rtol=1e-12):
-    """Plain Tsit5 of −G at a tight tolerance, with dense output (exact but slow at kinks)."""
-    params, static = partition(model)
-    flat, unravel = jax.flatten_util.ravel_pytree(params)
-
-    def field(t, u, args):
-        return -jax.grad(lambda p: risk(eqx.combine(unravel(p), static)))(u)
-
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), diffrax.Tsit5(), 0.0, t1, None, flat,
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol * 1e-3),
-        saveat=diffrax.SaveAt(dense=True), max_steps=200000,
-    )  # fmt: skip
-    return sol, unravel, static
+def _flat(path):
+    return np.asarray(jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(path))
 
 
 def test_agrees_with_tight_plain_solver_off_sliding(crossing):
@@ -194,52 +262,69 @@ def test_agrees_with_tight_plain_solver_off_sliding(crossing):
         max_steps=2**20,
     )  # fmt: skip
     ref = gf.integrate(model, risk, T_CROSS, plain, save_ts=CHECK_TS, save_path=True, limits=None)
-    mine = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(traj.path)
-    theirs = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(ref.path)
-    np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-8, atol=1e-9)
-    np.testing.assert_allclose(traj.risk, ref.risk, rtol=1e-8)
-    # far fewer steps (the plain solver pays rejections at every crossing)
+    np.testing.assert_allclose(_flat(traj.path)[CHECK_INDEX], _flat(ref.path), rtol=1e-8,
+                               atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(np.asarray(traj.risk)[CHECK_INDEX], ref.risk, rtol=1e-8)
+    # the plain solver pays rejections at every crossing
     assert int(traj.num_rejected) <= int(ref.num_rejected)
 
 
-def test_crossing_times_agree_with_bisection_on_dense_reference():
-    model, risk = crossing_problem()
-    sol, unravel, static = _reference_solution(model, risk, T_CROSS)
+def test_crossing_times_agree_with_bisection_on_dense_reference(crossing):
+    """Every crossing of the tight plain reference (bisection on its switching functions
+    along its dense output) is a crossing of the piecewise flow: the count up to t = 3
+    agrees, and a horizon 1e-8 before the first crossing has none, 1e-8 after it one."""
+    model, risk, traj = crossing
+    params, static = partition(model)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
 
-    def s_at(t):
-        m = eqx.combine(unravel(sol.evaluate(t)), static)
-        return np.asarray(m.switching_functions(risk.x)).ravel()
+    def field(t, u, args):
+        return -jax.grad(lambda p: risk(eqx.combine(unravel(p), static)))(u)
+
+    sol = jax.jit(
+        lambda u0: diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            diffrax.Tsit5(),
+            0.0,
+            T_CROSS,
+            None,
+            u0,
+            stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-15),
+            saveat=diffrax.SaveAt(dense=True),
+            max_steps=200000,
+        )  # fmt: skip
+    )(flat)
+
+    @eqx.filter_jit
+    def evaluate(sol, ts):
+        one = lambda t: eqx.combine(unravel(sol.evaluate(t)), static).switching_functions(risk.x)
+        return jax.vmap(one)(ts).reshape(ts.shape[0], -1)
+
+    def switching(ts):
+        return np.asarray(evaluate(sol, jnp.asarray(ts)))
 
     grid = np.linspace(0.0, T_CROSS, 3001)
-    values = np.stack([s_at(t) for t in grid])
-    changes = np.flatnonzero(np.any(np.sign(values[1:]) != np.sign(values[:-1]), axis=1))
-    assert changes.size >= 1
-    lo, hi = grid[changes[0]], grid[changes[0] + 1]
-    k = int(np.flatnonzero(np.sign(values[changes[0]]) != np.sign(values[changes[0] + 1]))[0])
-    sign_lo = np.sign(s_at(lo)[k])
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if np.sign(s_at(mid)[k]) == sign_lo else (lo, mid)
+    signs = np.sign(switching(grid))
+    flips = signs[1:] != signs[:-1]
+    assert int(flips.sum()) == int(traj.kinks.num_crossings) >= 2
+    first = int(np.flatnonzero(flips.any(axis=1))[0])
+    k = int(np.flatnonzero(flips[first])[0])
+    lo, hi = grid[first], grid[first + 1]
+    for _ in range(12):  # 9 sub-intervals per round: 9^-12 of the grid step
+        mids = np.linspace(lo, hi, 10)
+        side = np.sign(switching(mids)[:, k]) == signs[first, k]
+        j = int(np.argmin(side))  # first midpoint past the crossing
+        lo, hi = mids[j - 1], mids[j]
     t_ref = 0.5 * (lo + hi)
 
-    ts = np.array([0.0])
+    def crossings(t1):
+        return int(_integrate_crossing(model, risk, t1).kinks.num_crossings)
 
-    def crossed(t1):
-        traj = gf.integrate(model, risk, t1, PIECEWISE, save_ts=ts, limits=None)
-        return int(traj.kinks.num_crossings) > 0
-
-    a, b = t_ref - 1e-3, t_ref + 1e-3
-    assert not crossed(a) and crossed(b)
-    for _ in range(30):
-        mid = 0.5 * (a + b)
-        a, b = (a, mid) if crossed(mid) else (mid, b)
-    assert abs(b - t_ref) < 1e-8
+    assert crossings(t_ref - 1e-8) == 0
+    assert crossings(t_ref + 1e-8) == int(flips[first].sum())
 
 
-def test_energy_identity_through_crossings():
-    model, risk = crossing_problem()
-    ts = np.linspace(0.0, T_CROSS, 3001)
-    traj = gf.integrate(model, risk, T_CROSS, PIECEWISE, save_ts=ts, save_path=True, limits=None)
+def test_energy_identity_through_crossings(crossing):
+    _, risk, traj = crossing
     assert int(traj.kinks.num_crossings) >= 2
     # the save intervals in which no switching function changes sign (θ̇ smooth there)
     signs = np.sign(np.asarray(jax.vmap(lambda m: m.switching_functions(risk.x))(traj.path)))
@@ -250,22 +335,21 @@ def test_energy_identity_through_crossings():
     np.testing.assert_allclose(kinetic, drop, rtol=1e-5)  # estimator: O(Δt²)
     # off sliding the saved ‖G‖ is the speed
     g = np.asarray(traj.grad_norm)
-    g_integral = 0.5 * (g[1:] ** 2 + g[:-1] ** 2) * np.diff(ts)
+    g_integral = 0.5 * (g[1:] ** 2 + g[:-1] ** 2) * np.diff(CROSS_TS)
     np.testing.assert_allclose(np.sum(g_integral[smooth]), drop, rtol=1e-4)  # trapezoid: O(Δt²)
 
 
-def test_ensemble_equals_per_member():
-    _, risk = crossing_problem()
+def test_ensemble_equals_per_member(crossing):
+    _, risk, _ = crossing
     keys = jax.random.split(jax.random.key(3), 5)
 
     def init(key):
         return gf.ShallowReLU(1, 3, key=key)
 
-    dyn = gf.PiecewiseGradientFlow(rtol=1e-8, atol=1e-10)
-    ens = gf.run_ensemble(init, risk, keys, 2.0, dyn, n_save=4, limits=None, chunk_size=4,
-                          segment_steps=8)  # fmt: skip
+    ens = gf.run_ensemble(init, risk, keys, T_CROSS, PIECEWISE, save_ts=CROSS_TS, limits=None,
+                          chunk_size=4, segment_steps=16)  # fmt: skip
     for i in (0, 3, 4):
-        traj = gf.integrate(init(keys[i]), risk, 2.0, dyn, n_save=4, limits=None)
+        traj = _integrate_crossing(init(keys[i]), risk, T_CROSS)
         flat = jax.flatten_util.ravel_pytree(partition(traj.model)[0])[0]
         assert int(ens.num_steps[i]) == int(traj.num_steps)
         np.testing.assert_allclose(ens.final_params[i], flat, rtol=1e-12, atol=1e-14)
