@@ -6,12 +6,13 @@ from typing import ClassVar, Literal
 
 import diffrax
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._checks import check_controller, positive_float, positive_int
 from .._defaults import defaults
@@ -217,6 +218,49 @@ class _StopOnStage(diffrax.AbstractAdaptiveSolver, diffrax.AbstractWrappedSolver
 
     def func(self, terms, t0, y0, args):
         return self.solver.func(terms, t0, y0, args)
+
+
+#: Deferred saving keeps θ at every save time inside a solve when ``n_save · size(θ)`` is
+#: at most this (else the reports are evaluated inside Diffrax's save loop).
+DEFER_SAVE_LIMIT = 2**16
+#: Save times evaluated at once (vmapped) by deferred saving.
+SAVE_CHUNK = 8
+
+
+def _reports_at(
+    problem: Problem,
+    stop: Stop,
+    rows: PyTree,
+    filled: Bool[Array, " n_save"],
+    adjoint: diffrax.AbstractAdjoint,
+) -> tuple[Array, Array, Array]:
+    """``(L, ‖∇L‖, ‖θ‖)`` at the save times where `filled` (θ there: `rows`), NaN elsewhere.
+
+    The filled save times of one solve are consecutive; they are evaluated in chunks of
+    `SAVE_CHUNK` (so a member costs about ``n_filled`` gradients, not one per step).
+    """
+    n = problem.save_ts.shape[0]
+    k = min(SAVE_CHUNK, n)
+    start = jnp.argmax(filled)
+    count = filled.sum()
+    dtype = problem.t1.dtype
+    nan = jnp.full((n,), jnp.nan, dtype)
+
+    def body(carry):
+        i, out = carry
+        j = jnp.minimum(start + i, n - k)
+        chunk = jtu.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, j, k), rows)
+        report = jax.vmap(lambda y: problem.diagnose(y, stop))(chunk)
+        idx = j + jnp.arange(k)
+        new = (report.risk, report.grad_norm, report.param_norm)
+        out = tuple(o.at[idx].set(v.astype(dtype)) for o, v in zip(out, new, strict=True))
+        return i + k, out
+
+    init = (jnp.zeros((), count.dtype), (nan, nan, nan))
+    # reverse-mode differentiable (checkpointed), or forward-mode (a plain while loop)
+    kind = "lax" if isinstance(adjoint, diffrax.ForwardMode) else "checkpointed"
+    _, out = eqxi.while_loop(lambda c: c[0] < count, body, init, max_steps=-(-n // k), kind=kind)
+    return tuple(jnp.where(filled, o, jnp.nan) for o in out)
 
 
 class FlowInner(eqx.Module):
@@ -545,9 +589,17 @@ class GradientFlow(AbstractDynamics):
 
         # Save times already passed are clamped to t; their values are discarded below.
         seg_ts = jnp.maximum(problem.save_ts, state.t)
-        subs = [diffrax.SubSaveAt(ts=seg_ts, fn=save_report), diffrax.SubSaveAt(t1=True)]
-        if problem.save_path:
-            subs.append(diffrax.SubSaveAt(ts=seg_ts))
+        # Deferred saving: the solve keeps θ at the save times (its dense output, no
+        # gradient), and (L, ‖∇L‖, ‖θ‖) are evaluated afterwards at the save times this
+        # solve reached. Saving inside the solve evaluated ∇L in Diffrax's save loop, which
+        # a vmapped pool runs for every member whenever any member passes a save time.
+        defer = problem.save_ts.size * ravel_pytree(state.y)[0].size <= DEFER_SAVE_LIMIT
+        if defer:
+            subs = [diffrax.SubSaveAt(ts=seg_ts), diffrax.SubSaveAt(t1=True)]
+        else:
+            subs = [diffrax.SubSaveAt(ts=seg_ts, fn=save_report), diffrax.SubSaveAt(t1=True)]
+            if problem.save_path:
+                subs.append(diffrax.SubSaveAt(ts=seg_ts))
         cstate = state.inner.controller_state
         left = jnp.maximum(target - state.num_steps, 1).astype(jnp.int32)
         cstate = (*cstate[:3], left)
@@ -576,12 +628,16 @@ class GradientFlow(AbstractDynamics):
             (problem.save_ts == state.t) & (state.num_steps == 0)
         )
         filled = fresh & (sol.ts[0] < jnp.inf)
+        reports = (
+            _reports_at(problem, stop, sol.ys[0], filled, self.adjoint) if defer else sol.ys[0]
+        )
         saved = tuple(
-            jnp.where(filled, new, old) for new, old in zip(sol.ys[0], state.saved, strict=True)
+            jnp.where(filled, new, old) for new, old in zip(reports, state.saved, strict=True)
         )
         path = state.path
         if problem.save_path:
-            path = jtu.tree_map(lambda new, old: _where_rows(filled, new, old), sol.ys[2], path)
+            rows = sol.ys[0] if defer else sol.ys[2]
+            path = jtu.tree_map(lambda new, old: _where_rows(filled, new, old), rows, path)
         steps = sol.stats["num_steps"]
         num_steps = state.num_steps + steps
         t = sol.ts[1][0]
