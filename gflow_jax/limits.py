@@ -46,6 +46,7 @@ __all__ = [
     "LimitReason",
     "LimitReport",
     "analyse_limit",
+    "pattern_loss",
     "decay_law_names",
     "fit_decay",
     "limit_names",
@@ -919,6 +920,65 @@ def analyse_limit(
         limit_kink_margin=final.margin if kink_margin is not None else nan,
         limit_params=theta,
     )
+
+
+def pattern_loss(
+    risk,
+    model_of: Callable[[Float[Array, " p"]], eqx.Module],
+    pattern: Bool[Array, "n s"],
+    num_sliding: Int[Array, ""],
+    kink_tol: float,
+) -> tuple[Callable, Callable]:
+    """``(loss, kink_margin)`` for :func:`analyse_limit` inside a final activation pattern.
+
+    For a trajectory of :class:`gflow_jax.PiecewiseGradientFlow` on an empirical ReLU
+    risk that stops off every switching surface (``num_sliding = 0``) the limit is taken
+    in the region of its final pattern ``P``: ``loss`` is the risk ``L_P`` of the network
+    with ``P`` frozen (:func:`gflow_jax.risks._kinks.masked_outputs`), a polynomial that
+    equals ``L`` on the closure of the region, so its Hessian at a limit on the region's
+    boundary (a kink of ``L``) is the one-sided Hessian and ``LOCAL_MIN``/``SADDLE`` mean
+    "within the final pattern". ``kink_margin`` is ``inf`` while the refined point stays
+    in that closure (each ``s_ij`` of a point of positive weight on its side of ``P``, up
+    to ``kink_tol`` relative to the neuron's scale) and ``0`` otherwise, so a refinement
+    that leaves the region is ``KINK``. A trajectory that stops *on* a sliding surface
+    keeps the plain risk and its kink margin (a positive-risk limit there is ``KINK``:
+    the flow is constrained to the surface, where ``∇L_P ≠ 0`` in general).
+
+    **Arguments:**
+
+    - `risk`: the :class:`gflow_jax.EmpiricalRisk`.
+    - `model_of`: ``θ ↦ model`` from the flat trainable parameters.
+    - `pattern`: ``(n, s)`` booleans, the final pattern (:class:`KinkStats` ``.pattern``).
+    - `num_sliding`: surfaces slid on at the stop (traced; ``> 0`` selects the plain risk).
+    - `kink_tol`: the resolved :attr:`LimitAnalysis.kink_tol`.
+
+    **Returns:**
+
+    ``(loss, kink_margin)``, both ``θ ↦`` scalar, jittable.
+    """
+    from .risks._kinks import masked_outputs
+
+    x = risk.x
+    sliding = num_sliding > 0
+
+    def loss(theta):
+        model = model_of(theta)
+        mask = pattern.astype(theta.dtype)
+        r = masked_outputs(model, x.astype(theta.dtype), mask) - risk.y.astype(theta.dtype)
+        masked = jnp.sum(risk.weights.astype(theta.dtype) * jnp.sum(r * r, axis=-1))
+        return jnp.where(sliding, risk(model), masked)
+
+    def kink_margin(theta):
+        model = model_of(theta)
+        s = model.switching_functions(x.astype(theta.dtype))
+        scale = model.switching_scales()[None, :]
+        side = jnp.where(pattern, s, -s) / jnp.where(scale > 0, scale, 1)
+        side = jnp.where((risk.weights > 0)[:, None], side, jnp.inf)
+        inside = jnp.min(side) >= -kink_tol
+        margin = jnp.where(inside, jnp.inf, 0).astype(theta.dtype)
+        return jnp.where(sliding, risk.kink_margin(model), margin)
+
+    return loss, kink_margin
 
 
 # --------------------------------------------------------------------------------------

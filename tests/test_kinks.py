@@ -220,6 +220,35 @@ def test_enters_and_leaves_a_sliding_surface():
     assert int(traj.num_rejected) < 10
 
 
+def test_limit_is_classified_inside_the_final_pattern():
+    """Same network and points x = 1, 2, 3; from θ₀ on the slow eigenvector of H through
+    (1, −1) the flow stays off at x₁ and converges to (1, −1), where s₁ = 0: a limit on a
+    kink, reached from inside the region. With y = (−1, 1, 2) it is a positive-risk
+    minimum (L = ⅓, the x₁ residual): the plain risk's kink margin vanishes at the refined
+    limit (the plain classification says UNRESOLVED: KINK), the one inside the final pattern is LOCAL_MIN with the
+    Hessian H of the off-side risk. With y = (0, 1, 2) the same point is a zero."""
+    lam, q = np.linalg.eigh(_LEAVE_H)
+    theta0 = np.array([1.0, -1.0]) + 0.2 * q[:, 0] * np.sign(q[0, 0])
+    model = gf.ShallowReLU.from_flat(jnp.array([*theta0, 1.0, 0.0]), 1, 1, frozen=("v", "c"))
+    x = jnp.array([[1.0], [2.0], [3.0]])
+    kink_tol = gf.LimitAnalysis().resolve(jnp.float64).kink_tol
+    for y, limit in (((-1.0, 1.0, 2.0), gf.Limit.LOCAL_MIN), ((0.0, 1.0, 2.0), gf.Limit.ZERO_RISK)):
+        risk = gf.EmpiricalRisk(x, jnp.array(y)[:, None])
+        traj = gf.integrate(model, risk, math.inf, PIECEWISE, n_save=16)
+        assert int(traj.kinks.num_crossings) == 0 and int(traj.kinks.num_slides) == 0
+        np.testing.assert_array_equal(np.asarray(traj.kinks.pattern).ravel(), [False, True, True])
+        report = traj.limit
+        assert int(report.limit) == limit
+        np.testing.assert_allclose(report.limit_params, [1.0, -1.0], atol=1e-9)
+        if limit == gf.Limit.LOCAL_MIN:
+            at_limit = jnp.array([*np.asarray(report.limit_params), 1.0, 0.0])
+            limit_model = gf.ShallowReLU.from_flat(at_limit, 1, 1, frozen=("v", "c"))
+            assert float(risk.kink_margin(limit_model)) <= kink_tol
+            np.testing.assert_allclose(float(report.limit_risk), 1 / 3, rtol=1e-12)
+            np.testing.assert_allclose([report.limit_min_eig, report.limit_max_eig], lam, rtol=1e-8)
+            assert int(report.limit_num_negative) == 0
+
+
 # --------------------------------------------------------------------------------------
 # Crossings without sliding: a width-3 network on 6 points
 # --------------------------------------------------------------------------------------

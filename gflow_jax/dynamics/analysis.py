@@ -19,6 +19,7 @@ from ..limits import (
     analyse_limit,
     fit_decay,
     mark_unresolved,
+    pattern_loss,
     unresolved,
 )
 from ..models.base import partition
@@ -144,6 +145,16 @@ def limit_of(problem: Problem, traj: Trajectory, options: LimitAnalysis | None) 
 
         def kink_margin(theta):
             return problem.risk.kink_margin(problem.model(unravel(theta)))
+
+    pattern = getattr(traj.kinks, "pattern", None)
+    if pattern is not None:  # PiecewiseGradientFlow: the Hessian inside the final pattern
+        loss, kink_margin = pattern_loss(
+            problem.risk,
+            lambda theta: problem.model(unravel(theta)),
+            pattern,
+            traj.kinks.num_sliding,
+            options.kink_tol,
+        )
 
     # the flow's distance scale: the path of its last decade of time, or the path its
     # fitted decay law still predicts, whichever is longer

@@ -85,12 +85,17 @@ class KinkStats(eqx.Module):
     - `num_slides`: times a surface was entered in sliding mode.
     - `sliding_time`: time spent with at least one sliding surface.
     - `num_sliding`: surfaces the state slides on when it stops (``0``: none).
+    - `pattern`: the activation pattern when it stops, ``(n, s)`` like
+      ``model.switching_functions(x)`` (sliding surfaces count as inactive); the limit
+      classification takes the Hessian of the risk with this pattern frozen
+      (:func:`gflow_jax.limits.pattern_loss`).
     """
 
     num_crossings: Int[Array, "*batch"]
     num_slides: Int[Array, "*batch"]
     sliding_time: Float[Array, "*batch"]
     num_sliding: Int[Array, "*batch"]
+    pattern: Bool[Array, "*batch n s"]
 
 
 class PiecewiseInner(eqx.Module):
@@ -127,6 +132,11 @@ def applies(model: PyTree, risk) -> bool:
     or of a ReLU :class:`gflow_jax.DeepMLP` with a hidden layer (a Python ``bool``).
     """
     return isinstance(risk, EmpiricalRisk) and has_pattern_forward(model)
+
+
+def _slot_mask(slots: Int[Array, " k"], m: int) -> Bool[Array, " m"]:
+    """The flat indices held by `slots` (``-1`` = empty) as a mask of length `m`."""
+    return jnp.zeros(m, bool).at[jnp.where(slots >= 0, slots, m)].set(True, mode="drop")
 
 
 class _Kinks:
@@ -666,5 +676,8 @@ class PiecewiseGradientFlow(AbstractDynamics):
             num_slides=inner.num_slides,
             sliding_time=inner.sliding_time,
             num_sliding=jnp.sum(inner.slots >= 0).astype(jnp.int32),
+            pattern=(inner.pattern & ~_slot_mask(inner.slots, inner.pattern.size)).reshape(
+                problem.risk.x.shape[0], -1
+            ),
         )
         return eqx.tree_at(lambda t: t.kinks, traj, stats, is_leaf=lambda x: x is None)
