@@ -260,7 +260,9 @@ def engine_cost(args) -> dict:
     PIDController(rtol, atol), float64, ``tail="explicit"``, ``limits=None``, 100 save
     times. Per-step costs: every member runs exactly ``--cost-steps`` steps (t1 = 1e3,
     the step budget ends every solve, so no member idles and the ratios compare a
-    step with a step); each timing is the fastest of ``--repeats`` warm calls. Waste:
+    step with a step); a pool of B runs max(B, ``--cost-members``) members (refilled
+    from the queue), the loop of ``integrate`` ``--cost-members`` members; each timing
+    is the fastest of ``--repeats`` warm calls. Waste:
     the same flow to ``--waste-t1`` without a budget, at the default pool.
     """
     init = make_init(args.width)
@@ -269,7 +271,7 @@ def engine_cost(args) -> dict:
     steps = args.cost_steps
     pid = diffrax.PIDController(rtol=args.rtol, atol=args.atol)
     flow = gf.GradientFlow(controller=pid, tail="explicit", max_steps=steps)
-    keys = jax.random.split(jax.random.key(1), max(args.pools + [16]))
+    keys = jax.random.split(jax.random.key(1), max(args.pools + [args.cost_members]))
     models = eqx.filter_vmap(init)(keys)
     params, static = partition(models)
     y0 = jax.vmap(lambda p: ravel_pytree(p)[0])(params)
@@ -299,7 +301,7 @@ def engine_cost(args) -> dict:
     opts = dict(n_save=100, limits=None, progress=False)
     pools = []
     for B in args.pools:
-        members = max(B, 16)
+        members = max(B, args.cost_members)
         wall, n = fastest(lambda B=B: lockstep(y0[:B]))
         vmap_us = 1e6 * wall / (B * int(np.max(np.asarray(n))))
         go = lambda B=B, m=members: gf.run_ensemble(
@@ -321,7 +323,7 @@ def engine_cost(args) -> dict:
         print(json.dumps(pools[-1]), flush=True)
 
     # gradient flow alone: a Python loop of gf.integrate over the pool-of-1 members
-    members = 16
+    members = args.cost_members
 
     def loop():
         return [
@@ -429,6 +431,8 @@ def main(argv=None):
     p.add_argument("--cost-steps", type=int, default=512, help="steps per member (engine cost)")
     p.add_argument("--cost-points", type=int, default=64, help="data points (engine cost)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (engine cost)")
+    p.add_argument("--cost-members", type=int, default=64,
+                   help="members of a small pool's run (engine cost)")  # fmt: skip
     p.add_argument("--waste-t1", type=float, default=10.0, help="horizon of the waste run")
     p.add_argument("--waste-n", type=int, default=256, help="members of the waste run")
     p.add_argument("--only-engine", action="store_true", help="only the engine-cost table")

@@ -116,7 +116,11 @@ def _run_pool(
         live = live_of(store, slots)
         pool = _rows(store, slots)
         before = pool.num_steps
-        pool = jax.vmap(advance)(pool, _rows(frozen, slots))
+        if size == 1:  # unbatched: a vmapped while loop of one member pays for selects
+            one = advance(_rows(pool, 0), _rows(frozen, slots[0]))
+            pool = jtu.tree_map(lambda x: x[None], one)
+        else:
+            pool = jax.vmap(advance)(pool, _rows(frozen, slots))
         delta = jnp.where(live, pool.num_steps - before, 0)
         rows = jnp.where(live, slots, scratch)
         store = jtu.tree_map(lambda s, p: s.at[rows].set(p), store, pool)

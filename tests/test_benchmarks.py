@@ -15,6 +15,8 @@ SCHEMA = ("peer", "wall_s", "compile_s", "traj_per_s", "vf_evals_per_traj",
 
 def test_peers_tiny_run_schema_and_agreement(tmp_path):
     argv = ["--n", "2", "--width", "3", "--t1", "2", "--gflow", "explicit",
+            "--pools", "1", "2", "--cost-steps", "8", "--cost-points", "8", "--repeats", "1",
+            "--cost-members", "2", "--waste-t1", "0.5", "--waste-n", "4",
             "--out", str(tmp_path)]  # fmt: skip
     subprocess.run([sys.executable, "-m", "benchmarks.peers", *argv], cwd=ROOT, check=True)
     result = json.loads((tmp_path / "peers.json").read_text())
@@ -35,3 +37,17 @@ def test_peers_tiny_run_schema_and_agreement(tmp_path):
         np.testing.assert_allclose(rows[name]["final_risks"], gflow, rtol=1e-4, err_msg=name)
     # GD reaches the reference's final risk (at most 0.1 % above it)
     assert np.all(np.asarray(rows["optax GD"]["final_risks"]) <= ref * (1 + 1e-3))
+
+    # the engine-cost table (issue 14, item 1): its schema, every member ran its budget,
+    # and a verdict row per target
+    cost = result["engine_cost"]
+    assert [p["pool"] for p in cost["pools"]] == [1, 2]
+    for p in cost["pools"]:
+        for name in ("vmap_us_per_member_step", "engine_us_per_useful_member_step", "ratio",
+                     "engine_us_2_saves", "ratio_2_saves"):  # fmt: skip
+            assert np.isfinite(p[name]) and p[name] > 0, name
+        assert p["waste"] == 1.0  # every member ends at the step budget: no idle slot
+    assert cost["integrate_us_per_step"] > 0 and cost["pool1_vs_integrate"] > 0
+    assert cost["waste"]["engine_waste"] >= 1.0 and cost["waste"]["vmap_waste"] >= 1.0
+    md = (tmp_path / "peers.md").read_text()
+    assert md.count("reached") == 3 and "| target | measured | verdict |" in md
