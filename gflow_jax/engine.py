@@ -46,6 +46,26 @@ from .models.base import partition
 
 #: The smallest pool the scheduler shrinks to (see :func:`_schedule`).
 MIN_POOL = 16
+#: Default pool size per backend, measured (benchmarks/README.md §5, "Engine cost per
+#: step"): on a CPU pools of 16–256 cost the same per member-step; on a GPU a step is
+#: launch-bound, and a member-step costs ~10× less in a pool of 4 096 than of 256.
+POOL_SIZE = {"cpu": 256, "gpu": 4096, "cuda": 4096, "rocm": 4096, "tpu": 4096}
+
+
+def default_pool_size(platform: str) -> int:
+    """The default ``chunk_size`` of :func:`run_ensemble` on a backend.
+
+    **Arguments:**
+
+    - `platform`: a JAX platform name (``jax.devices()[0].platform``: ``"cpu"``,
+      ``"gpu"``, ``"tpu"``, …).
+
+    **Returns:**
+
+    The pool size (256 on a CPU, 4 096 on an accelerator; 256 for an unknown platform).
+    """
+    return POOL_SIZE.get(str(platform).lower(), 256)
+
 
 # ----------------------------------------------------------------------------------
 # Compiled pool kernels (module level, so repeated runs reuse the compilation)
@@ -269,7 +289,7 @@ def run_ensemble(
     n_save: int = 100,
     save_ts: ArrayLike | None = None,
     limits: LimitAnalysis | None = LimitAnalysis(),
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     segment_steps: int = 128,
     compact: bool = True,
     devices: Sequence[jax.Device] | None = None,
@@ -292,6 +312,7 @@ def run_ensemble(
       ``t1 = inf`` the stored grid is trimmed to the times some member reached.
     - `limits`: options of the limit classification (``None`` skips it).
     - `chunk_size`: members integrated at once (the pool size; a power of two is best).
+      Default (``None``): :func:`default_pool_size` of the first device's backend.
     - `segment_steps`: steps per segment between compactions; a pool shrunk to
       ``chunk_size / k`` members runs segments ``k`` times longer.
     - `compact`: refill and shrink pools between segments (default). ``False`` runs the
@@ -319,6 +340,9 @@ def run_ensemble(
     check_risk_callable(risk)
     keys = _check_keys(keys)
     batch = int(keys.shape[0])
+    devices = check_devices("devices", devices)
+    if chunk_size is None:
+        chunk_size = default_pool_size(_device_list(devices)[0].platform)
     chunk_size = positive_int("chunk_size", chunk_size)
     segment_steps = positive_int("segment_steps", segment_steps)
     compact = check_bool("compact", compact)
@@ -326,7 +350,6 @@ def run_ensemble(
         progress = check_bool("progress", progress)
     if limits is not None:
         one_of_types("limits", limits, LimitAnalysis, "a gflow_jax.LimitAnalysis or None")
-    devices = check_devices("devices", devices)
     check_horizon(t1)
     models = _build_members(init, keys)
     check_model("init(key)", models)
