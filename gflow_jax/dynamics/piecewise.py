@@ -80,8 +80,9 @@ class KinkStats(eqx.Module):
 
     **Fields:**
 
-    - `num_crossings`: switching surfaces crossed (entries of the activation pattern
-      flipped, including those that flipped on leaving a sliding mode).
+    - `num_crossings`: transversal crossings of switching surfaces (entries of the
+      activation pattern flipped) plus releases from a sliding surface (each counts
+      one, whichever side the flow leaves to).
     - `num_slides`: times a surface was entered in sliding mode.
     - `sliding_time`: time spent with at least one sliding surface.
     - `num_sliding`: surfaces the state slides on when it stops (``0``: none).
