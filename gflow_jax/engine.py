@@ -7,9 +7,11 @@ engine instead integrates a *pool* of ``chunk_size`` members for a *segment* of 
 member's solver and controller state, so a resumed solve is the same solve), harvests
 the finished members, refills their slots from the queue, and once the queue is empty
 re-packs survivors into pools of ``chunk_size / 8^k`` members (at least 16), so only a
-few shapes are ever compiled. Pools are formed per *phase* of the dynamics (gradient flow: explicit
-transient, stiff tail), so a vmapped pool never pays for two solvers. Pools may be split
-over several devices, one host thread each.
+few shapes are ever compiled. Segments, harvest and refill run on the device (every
+member's state lives in a device-side store; only finished flags and phases go to the
+host between calls). Pools are formed per *phase* of the dynamics (gradient flow:
+explicit transient, stiff tail), so a vmapped pool never pays for two solvers. Members
+may be split over several devices, one host thread each.
 """
 
 from __future__ import annotations
@@ -317,8 +319,9 @@ def run_ensemble(
       ``chunk_size / k`` members runs segments ``k`` times longer.
     - `compact`: refill and shrink pools between segments (default). ``False`` runs the
       members chunk by chunk in lockstep (for comparison).
-    - `devices`: devices to split each pool over, one host thread each (default: the
-      first device). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+    - `devices`: devices to split the members over, evenly, each running its own pools
+      of ``chunk_size / len(devices)`` in one host thread (default: the first device).
+      On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
       (set before JAX starts) makes each core a device.
     - `progress`: a tqdm bar of finished members (default: only on a terminal).
 
