@@ -565,6 +565,7 @@ def _assemble(dynamics, problem, pieces, params, first, stats) -> Ensemble:
         exp_r2=decay.exp_r2,
         power_exponent=decay.power_exponent,
         power_r2=decay.power_r2,
+        **_kink_columns(traj),
         risk=traj.risk[:, keep],
         grad_norm=traj.grad_norm[:, keep],
         param_norm=traj.param_norm[:, keep],
@@ -574,6 +575,18 @@ def _assemble(dynamics, problem, pieces, params, first, stats) -> Ensemble:
         architecture=_architecture_json(first),
         stats=stats,
     )
+
+
+def _kink_columns(traj) -> dict:
+    """The Ensemble's kink fields from the trajectories' ``KinkStats`` (``-1``/NaN: the
+    dynamics does not track kinks)."""
+    if traj.kinks is not None:
+        k = traj.kinks
+        return dict(num_crossings=k.num_crossings, num_slides=k.num_slides,
+                    sliding_time=k.sliding_time, num_sliding=k.num_sliding)  # fmt: skip
+    untracked = jnp.full(traj.num_steps.shape, -1, jnp.int32)
+    return dict(num_crossings=untracked, num_slides=untracked, num_sliding=untracked,
+                sliding_time=jnp.full(traj.t_stop.shape, jnp.nan, traj.t_stop.dtype))  # fmt: skip
 
 
 def _architecture_json(model) -> str:

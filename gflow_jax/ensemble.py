@@ -52,7 +52,14 @@ PER_TRAJECTORY = (
     "exp_r2",
     "power_exponent",
     "power_r2",
+    "num_crossings",
+    "num_slides",
+    "sliding_time",
+    "num_sliding",
 )
+#: The per-trajectory fields at the kinks (``PiecewiseGradientFlow``); files written
+#: before they existed load with "not tracked" values (−1, NaN).
+KINK_FIELDS = ("num_crossings", "num_slides", "sliding_time", "num_sliding")
 #: Per-time fields (on the shared save grid).
 PER_TIME = ("risk", "grad_norm", "param_norm")
 
@@ -161,6 +168,12 @@ class Ensemble(eqx.Module):
     **How it decays**: `decay_law` (:class:`gflow_jax.DecayLaw`), `exp_rate`, `exp_r2`,
     `power_exponent`, `power_r2` (fits over the last decade of the saved risk curve).
 
+    **At the kinks** (:class:`gflow_jax.PiecewiseGradientFlow` only; ``-1`` and NaN for
+    other dynamics, which do not track them): `num_crossings` (switching surfaces crossed,
+    releases from sliding included), `num_slides` (sliding modes entered),
+    `sliding_time` (flow time spent sliding), `num_sliding` (surfaces slid on at
+    `t_stop`).
+
     **Curves**: `risk`, `grad_norm`, `param_norm` on the shared grid `ts` (NaN after
     `t_stop`), `final_params` (flattened, ``(B, P)``), `models` (final models, stacked;
     ``None`` after :meth:`load` without a template), `stats` (the scheduler's work).
@@ -193,6 +206,10 @@ class Ensemble(eqx.Module):
     exp_r2: Float[Array, " trajectory"]
     power_exponent: Float[Array, " trajectory"]
     power_r2: Float[Array, " trajectory"]
+    num_crossings: Int[Array, " trajectory"]
+    num_slides: Int[Array, " trajectory"]
+    sliding_time: Float[Array, " trajectory"]
+    num_sliding: Int[Array, " trajectory"]
     risk: Float[Array, "trajectory time"]
     grad_norm: Float[Array, "trajectory time"]
     param_norm: Float[Array, "trajectory time"]
@@ -385,13 +402,22 @@ class Ensemble(eqx.Module):
                 "Was it written completely by Ensemble.save?"
             ) from e
         names = PER_TRAJECTORY + PER_TIME + ("final_params",)
-        missing = [n for n in names if n not in ds.variables]
+        missing = [n for n in names if n not in ds.variables and n not in KINK_FIELDS]
         if "gflow_jax_ensemble" not in ds.attrs or missing:
             raise ValueError(
                 f"{path!r} is a netCDF file but not a gflow_jax ensemble written by "
                 f"Ensemble.save (missing {missing[:5] or 'its marker attribute'})."
             )
-        fields = {name: jnp.asarray(ds[name].values) for name in names}
+        size = int(ds["outcome"].shape[0]) if "outcome" in ds.variables else 0
+        untracked = {"sliding_time": np.full(size, np.nan)}
+        fields = {
+            name: jnp.asarray(
+                ds[name].values
+                if name in ds.variables
+                else untracked.get(name, np.full(size, -1, np.int32))
+            )
+            for name in names
+        }
         lengths = {name: int(v.shape[0]) if v.ndim else -1 for name, v in fields.items()}
         if len(set(lengths.values())) != 1 or int(ds["time"].size) != fields["risk"].shape[-1]:
             raise ValueError(f"{path!r} is inconsistent: its arrays have different lengths.")

@@ -174,6 +174,7 @@ def test_round_off_below_zero_still_converges():
 # -- stores: Ensemble.save is kill-safe; load refuses every bad file with a clear message ----
 
 INT_FIELDS = {"outcome", "verdict", "limit", "limit_reason", "limit_num_negative", "decay_law",
+              "num_crossings", "num_slides", "num_sliding",
               "limit_num_zero", "num_steps", "num_rejected", "num_tail_steps"}  # fmt: skip
 
 
@@ -200,6 +201,25 @@ def test_save_load_roundtrip_keeps_frozen_arrays(tmp_path):
     back = gf.Ensemble.load(tmp_path / "e.nc", template=template)
     for name in ("w", "b", "v", "c"):  # each member's own frozen arrays, not the template's
         np.testing.assert_array_equal(getattr(back.models, name), getattr(ens.models, name))
+
+
+def test_files_without_kink_columns_load_as_untracked(tmp_path):
+    """Files written before the kink columns existed load with -1 / NaN there, and the
+    columns of a file that has them round-trip."""
+    from gflow_jax.ensemble import KINK_FIELDS
+
+    ens = _ensemble_without_running()
+    ens = eqx.tree_at(lambda e: e.num_crossings, ens, jnp.arange(3, dtype=jnp.int32))
+    ens.save(tmp_path / "new.nc")
+    back = gf.Ensemble.load(tmp_path / "new.nc")
+    np.testing.assert_array_equal(back.num_crossings, [0, 1, 2])
+    old = ens.to_xarray().drop_vars(list(KINK_FIELDS))
+    old.to_netcdf(tmp_path / "old.nc", engine="h5netcdf")
+    back = gf.Ensemble.load(tmp_path / "old.nc")
+    for name in ("num_crossings", "num_slides", "num_sliding"):
+        np.testing.assert_array_equal(getattr(back, name), [-1, -1, -1])
+    assert np.all(np.isnan(back.sliding_time))
+    np.testing.assert_array_equal(back.final_risk, ens.final_risk)
 
 
 def _bad_file(kind, tmp_path, good):
