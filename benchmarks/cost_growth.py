@@ -3,8 +3,10 @@
 Workload G (every row): gradient flow of an empirical squared risk
 ``L(θ) = (1/N) Σ_i (N_θ(x_i) − y_i)²`` with ``N`` evenly spaced points ``x_i`` on
 [0, 1] and the target ``y = 2x + 1``, float64, ``gf.GradientFlow(tail="explicit")``
-(Tsit5 + PIDController rtol 1e-6, atol 1e-9) from t = 0 to ``--t1`` (0.5), no limit
-classification (``limits=None``), the default pool. Model: ``ShallowReLU(1, width)``
+(Tsit5 + PIDController rtol 1e-6, atol 1e-9) from t = 0 towards ``--t1`` (10³) with a
+budget of ``--steps`` (256) steps per member, so that (almost) every member takes the
+same number of steps and the rows compare a step with a step; no limit classification
+(``limits=None``), the default pool. Model: ``ShallowReLU(1, width)``
 (output weights scaled by 1/sqrt(width)) or ``DeepMLP((1, 16, …, 16, 1), "tanh")``
 for the depth rows. One variable changes per sweep, the others stay at their base
 values B = 256, width = 16, N = 64, depth 1 (``--base``):
@@ -117,13 +119,13 @@ def _matmul_peak(n: int = 2048) -> float:
     return 2.0 * n**3 / best
 
 
-def _row(batch: int, width: int, n_points: int, depth: int, t1: float) -> dict:
+def _row(batch: int, width: int, n_points: int, depth: int, t1: float, steps: int) -> dict:
     init, risk = _init(width, depth), _risk(n_points)
     keys = jax.random.split(jax.random.key(0), batch)
 
     def call():
         start = time.perf_counter()
-        ens = gf.run_ensemble(init, risk, keys, t1, _dynamics(), limits=None, progress=False)
+        ens = gf.run_ensemble(init, risk, keys, t1, _dynamics(steps), limits=None, progress=False)
         return ens, time.perf_counter() - start
 
     _, first = call()
@@ -157,7 +159,8 @@ def main(argv=None) -> dict:
     """Run the sweeps; write ``cost_growth.json``, ``.md`` and ``.png`` into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/out")
-    parser.add_argument("--t1", type=float, default=0.5)
+    parser.add_argument("--t1", type=float, default=1e3)
+    parser.add_argument("--steps", type=int, default=256, help="step budget per member")
     ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
     parser.add_argument("--batches", type=ints, default=[64, 256, 1024, 4096, 16384])
     parser.add_argument("--widths", type=ints, default=[4, 16, 64, 256, 1024])
@@ -178,6 +181,7 @@ def main(argv=None) -> dict:
         "device": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(),
         "t1": args.t1,
+        "steps": args.steps,
         "sweeps": {},
     }
     for name, (key, values) in grids.items():
@@ -185,7 +189,7 @@ def main(argv=None) -> dict:
         for v in values:
             settings = {**base, key: v}
             row = _row(settings["batch"], settings["width"], settings["n_points"],
-                       settings["depth"], args.t1)  # fmt: skip
+                       settings["depth"], args.t1, args.steps)  # fmt: skip
             if name == "B":
                 init = _init(settings["width"], settings["depth"])
                 row["state_bytes_per_member"] = _state_bytes(init, _risk(settings["n_points"]))
@@ -225,7 +229,7 @@ def main(argv=None) -> dict:
 def _markdown(result: dict, grids: dict) -> str:
     lines = [
         f"Machine: {result['machine']}, device {result['device']} ({result['backend']}); "
-        f"t1 = {result['t1']:g}; float64 matmul peak "
+        f"t1 = {result['t1']:g}, {result['steps']} steps per member; float64 matmul peak "
         f"{result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s.",
         "",
         "| sweep | value | wall (s) | compile (s) | member-steps | µs/member-step | "

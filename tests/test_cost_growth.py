@@ -22,8 +22,8 @@ def test_exponent_fit_recovers_a_power_law():
 def test_tiny_run_schema_and_roofline(tmp_path):
     # two pool sizes in the B sweep; the other sweeps are the base point alone (no new
     # compilation), so their exponents are undefined
-    args = ["--out", str(tmp_path), "--t1", "0.05", "--batches", "2,4", "--widths", "3",
-            "--points", "4", "--depths", "1", "--base", "2,3,4,1"]  # fmt: skip
+    args = ["--out", str(tmp_path), "--t1", "0.05", "--steps", "32", "--batches", "2,4",
+            "--widths", "3", "--points", "4", "--depths", "1", "--base", "2,3,4,1"]  # fmt: skip
     result = cost_growth.main(args)
     stored = json.loads((tmp_path / "cost_growth.json").read_text())
     assert set(stored["sweeps"]) == {"B", "width", "N", "depth"}
