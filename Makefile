@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gflow_jax tests benchmarks notebooks
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu || true  # CPU build
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.run_all
 

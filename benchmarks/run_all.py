@@ -34,7 +34,7 @@ OUT = ROOT / "benchmarks" / "out"
 BENCHMARKS: dict[str, tuple[list[str], int]] = {
     "ensemble_throughput": (["--sizes", "256", "1024", "--t1", "100"], 300),
     "peers": (["--n", "32", "--t1", "100"], 300),
-    "torch_peers": (["--n", "32", "--t1", "10"], 240),
+    "torch_peers": (["--n", "32", "--t1", "10"], 360),
     "population_vs_empirical": (["--n", "32", "--t1", "100"], 180),
     "implicit_cost": (["--quick"], 120),
     "limit_labelling": (["--n", "64"], 300),
