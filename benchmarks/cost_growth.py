@@ -78,10 +78,12 @@ def _risk(n_points: int):
     return gf.EmpiricalRisk(x, 2.0 * x + 1.0)
 
 
-def _dynamics():
+def _dynamics(steps: int = 256):
+    """Tsit5 + PIDController(rtol 1e-6, atol 1e-9) throughout, `steps` steps at most."""
     import diffrax
 
-    return gf.GradientFlow(controller=diffrax.PIDController(rtol=1e-6, atol=1e-9), tail="explicit")
+    controller = diffrax.PIDController(rtol=1e-6, atol=1e-9)
+    return gf.GradientFlow(controller=controller, tail="explicit", max_steps=steps)
 
 
 def _state_bytes(init, risk) -> int:
