@@ -129,7 +129,7 @@ def _run_pool(
 
     def cond(carry):
         store, slots, head, _, _, segments = carry
-        live = live_of(store, slots).sum()
+        live = jnp.sum(live_of(store, slots), dtype=jnp.int32)
         drained = (head >= queue_len) & (live <= shrink_at)
         return (live > 0) & ~drained & (segments < max_segments)
 
@@ -149,19 +149,19 @@ def _run_pool(
         stays = live & ~pool.finished & (pool.phase == phase)
         if phase == 0:  # refill free slots, in order, from the queue of new members
             free = ~stays
-            rank = jnp.cumsum(free) - 1
+            rank = jnp.cumsum(free, dtype=jnp.int32) - 1
             available = jnp.maximum(queue_len - head, 0)
             fill = free & (rank < available)
             new = queue[jnp.clip(head + rank, 0, queue.shape[0] - 1)]
             slots = jnp.where(fill, new, jnp.where(stays, slots, scratch))
-            head = (head + jnp.minimum(free.sum(), available)).astype(jnp.int32)
+            head = (head + jnp.minimum(jnp.sum(free, dtype=jnp.int32), available)).astype(jnp.int32)
         else:
             slots = jnp.where(stays, slots, scratch)
         return (
             store,
             slots.astype(jnp.int32),
             head,
-            (useful + delta.sum()).astype(jnp.int32),
+            (useful + jnp.sum(delta, dtype=jnp.int32)).astype(jnp.int32),
             (evaluated + size * delta.max()).astype(jnp.int32),
             segments + 1,
         )
