@@ -80,6 +80,7 @@ import torchode  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import gflow_jax as gf  # noqa: E402
+from benchmarks.peers import _timed  # noqa: E402
 from gflow_jax.models.base import partition  # noqa: E402
 
 SCHEMA = ("peer", "wall_s", "compile_s", "traj_per_s", "vf_evals_per_traj",
@@ -177,16 +178,6 @@ def row(peer, wall, compile_s, n, risks, ref, evals, acc, rej, **extra):
     )
 
 
-def _twice(fn):
-    """(first_s, wall_s, out): a first call and a second, warm one."""
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return first, time.perf_counter() - t, out
-
-
 def run(args) -> dict:
     n, t1, width = args.n, args.t1, args.width
     torch.set_num_threads(args.torch_threads)
@@ -217,7 +208,7 @@ def run(args) -> dict:
 
     # one jitted solve per member (a member sliding along a kink would hold a lockstep
     # vmap to its step budget); a member that spends --ref-max-steps is left out
-    first, one_wall, _ = _twice(lambda: ref_solve(y0_jax[0]))
+    overhead, _, _ = _timed(lambda: ref_solve(y0_jax[0]))
     t = time.perf_counter()
     outs = [jax.block_until_ready(ref_solve(u)) for u in y0_jax]
     wall = time.perf_counter() - t
@@ -226,7 +217,7 @@ def run(args) -> dict:
     ref = np.where(done, ref_all, np.nan)
     rows = []
     ref_row = row(f"reference (diffrax Tsit5 loop, rtol {REF_RTOL:g}, atol {REF_ATOL:g})",
-                  wall, max(first - one_wall, 0.0), n, ref_all, ref, 6 * (acc + rej) + 1,
+                  wall, overhead, n, ref_all, ref, 6 * (acc + rej) + 1,
                   acc, rej, reached_t1=done.tolist())  # fmt: skip
     print(f"reference: {int(done.sum())}/{n} members reached t1 within "
           f"{args.ref_max_steps} steps ({wall:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
@@ -251,8 +242,7 @@ def run(args) -> dict:
 
     # torch compiles nothing: its first-call overhead is measured on one trajectory (a
     # first and a second call), the batched peers then run once, warm
-    first, one_wall, _ = _twice(lambda: one(theta0[0]))
-    overhead = max(first - one_wall, 0.0)
+    overhead, _, _ = _timed(lambda: one(theta0[0]))
     t = time.perf_counter()
     outs = [one(th) for th in theta0]
     wall = time.perf_counter() - t
@@ -280,13 +270,13 @@ def run(args) -> dict:
     ivp = lambda th: torchode.InitialValueProblem(
         y0=th, t_eval=t_span.expand(th.shape[0], 2).contiguous()
     )
-    first, one_wall, _ = _twice(lambda: solver.solve(ivp(theta0[:1])))
+    overhead, _, _ = _timed(lambda: solver.solve(ivp(theta0[:1])))
     t = time.perf_counter()
     sol = solver.solve(ivp(theta0))
     wall = time.perf_counter() - t
     st = sol.stats
     n_steps, n_acc = st["n_steps"].numpy(), st["n_accepted"].numpy()
-    rows.append(row("torchode Dopri5 (per-sample steps)", wall, max(first - one_wall, 0.0), n,
+    rows.append(row("torchode Dopri5 (per-sample steps)", wall, overhead, n,
                     final_risk(sol.ys[:, -1]), ref, st["n_f_evals"].numpy(), n_acc,
                     n_steps - n_acc, status=sol.status.tolist()))  # fmt: skip
 
@@ -298,10 +288,10 @@ def run(args) -> dict:
     )
     go = lambda: gf.run_ensemble(init, risk, keys, t1, flow, limits=None, n_save=2,
                                  progress=False)  # fmt: skip
-    first, wall, ens = _twice(go)
+    compile_s, wall, ens = _timed(go)
     steps, rej = np.asarray(ens.num_steps), np.asarray(ens.num_rejected)
     rows.append(row("gflow run_ensemble (Tsit5, tail explicit)", wall,
-                    max(first - wall, 0.0), n, ens.final_risk, ref, 7 * steps + 2,
+                    compile_s, n, ens.final_risk, ref, 7 * steps + 2,
                     steps - rej, rej, waste=ens.stats["waste"]))  # fmt: skip
     rows.append(ref_row)
 
