@@ -6,8 +6,9 @@ engine instead integrates a *pool* of ``chunk_size`` members for a *segment* of 
 ``segment_steps`` steps (:meth:`gflow_jax.AbstractDynamics.advance`, which carries each
 member's solver and controller state, so a resumed solve is the same solve), harvests
 the finished members, refills their slots from the queue, and once the queue is empty
-re-packs survivors into pools of ``chunk_size / 8^k`` members (at least 16), so only a
-few shapes are ever compiled. Segments, harvest and refill run on the device (every
+re-packs survivors into pools of ``chunk_size / 8^k`` members (at least 16; the last
+few stragglers of a large ensemble run unbatched, one after the other), so only a few
+shapes are ever compiled. Segments, harvest and refill run on the device (every
 member's state lives in a device-side store; only finished flags and phases go to the
 host between calls). Pools are formed per *phase* of the dynamics (gradient flow:
 explicit transient, stiff tail), so a vmapped pool never pays for two solvers. Members
@@ -48,6 +49,16 @@ from .models.base import partition
 
 #: The smallest pool the scheduler shrinks to (see :func:`_schedule`).
 MIN_POOL = 16
+#: Stragglers run unbatched, one after the other (pools of 1), once at most this many
+#: members of a phase are left (per backend; see :func:`_schedule`). On a CPU a pool-of-1
+#: step costs ~2x a batched member-step, so a pool of 16 with 4 live members already
+#: costs 2x more per useful step; on a GPU a step is launch-bound whatever the pool.
+SOLO_MAX = {"cpu": 4}
+#: A pool of 1 runs segments of at least this many times `segment_steps` steps.
+SOLO_SEGMENTS = 64
+#: Only ensembles whose pool holds at least this many members go solo (a pool of 1 is one
+#: more compiled shape).
+SOLO_FROM = 64
 #: Default pool size per backend, measured (benchmarks/README.md §5, "Engine cost per
 #: step"): on a CPU pools of 16–256 cost the same per member-step; on a GPU a step is
 #: launch-bound, and a member-step costs ~10× less in a pool of 4 096 than of 256.
@@ -442,6 +453,12 @@ def _schedule(dynamics, problem, params, frozen, limits, chunk_size, segment_ste
     # costs little more than one of 1, and every pool size is one more compilation per
     # phase (measured on the demo: 52 s with one pool shape, 70 s with two, 87 s with four).
     min_pool = min(cap, MIN_POOL)
+    # Stragglers (at most `solo_max` live members of a phase, queue empty) run unbatched,
+    # one after the other: on a CPU a pool-of-1 step costs ~2x a batched member-step
+    # (benchmarks/README.md §5), against 16 slots per straggler in the smallest pool, so
+    # heavy-tailed ensembles no longer pay the pool for their slowest members. A pool of
+    # 1 is one more compiled shape, so only ensembles of >= SOLO_FROM members go solo.
+    solo_max = SOLO_MAX.get(device.platform, 1) if compact and cap >= SOLO_FROM else 0
     # rows: the members, padded to a power of two (fewer compiled shapes); the last
     # row is the scratch row of empty slots
     rows = max(_next_pow2(batch + 1), cap)
@@ -475,13 +492,26 @@ def _schedule(dynamics, problem, params, frozen, limits, chunk_size, segment_ste
             extra = min(cap - members.size, limit - started)
             members = np.concatenate([members, np.arange(started, started + extra)])
             started += extra
-        size = cap if not compact else _pool_size(waiting[phase], cap, min_pool)
+        if not compact:
+            size = cap
+        elif waiting[phase] <= solo_max:
+            size = 1
+        else:
+            size = _pool_size(waiting[phase], cap, min_pool)
         slots = np.full(size, scratch, np.int32)
         slots[: members.size] = members[:size]
-        shrink = size // 8 if compact and size // 8 >= min_pool else 0
+        # return to the host (to re-pack) once the queue is empty and at most `shrink`
+        # members are live: to the next smaller pool, or from the smallest to solo runs
+        if compact and size // 8 >= min_pool:
+            shrink = size // 8
+        else:
+            shrink = solo_max if size > 1 else 0
         # smaller pools run longer segments; the budget and the stiffness checks are the
-        # members' own (counted in their states), so `seg` only sets the speed
-        seg = dynamics.segment_length(segment_steps * max(1, cap // size))
+        # members' own (counted in their states), so `seg` only sets the speed. A pool of
+        # 1 has nothing to re-pack (a finished member ends its segment at once and is
+        # replaced), so it runs long segments: each costs a fixed overhead.
+        stretch = max(cap, SOLO_SEGMENTS) if size == 1 else max(1, cap // size)
+        seg = dynamics.segment_length(segment_steps * stretch)
         store, head, n_useful, n_evaluated, n_segments = _run_pool(
             dynamics,
             problem,

@@ -5,6 +5,7 @@ import math
 
 import diffrax
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import gflow_jax as gf
@@ -117,3 +118,23 @@ def test_new_values_never_recompile():
     assert events == []  # and nothing compiled at all
     for a, b in zip(first, second, strict=True):  # the new values were used
         assert float(np.max(a.t_stop)) <= 5.0 < float(np.max(b.t_stop)) <= 7.5
+
+
+def test_stragglers_run_solo_with_the_same_results(monkeypatch):
+    """The last few live members of a heavy-tailed ensemble run unbatched, one after the
+    other: the waste (pool slots x steps / useful steps) drops, the results do not change."""
+    keys = jax.random.split(jax.random.key(5), 64)[jnp.r_[:15, 42]]  # 42: the straggler
+    gd = gf.GradientDescent(learning_rate=0.2, max_steps=4000, stop=gf.Stop(1e-4, 1e-4))
+    run = lambda: gf.run_ensemble(_init, RISK, keys, math.inf, gd, segment_steps=64, **OPTS)
+    monkeypatch.setattr(engine, "SOLO_FROM", 16)  # a small ensemble stands in for a large one
+    solo = run()
+    steps = np.asarray(solo.num_steps)
+    assert steps.max() > 8 * np.median(steps)  # one straggler: a heavy tail
+    monkeypatch.setattr(engine, "SOLO_MAX", {"cpu": 0})  # stragglers stay in the pool of 16
+    pooled = run()
+    # the pool of 16 runs until its straggler is done: waste ~ 16 * max / sum
+    assert pooled.stats["waste"] >= 0.9 * 16 * steps.max() / steps.sum()
+    assert solo.stats["waste"] < pooled.stats["waste"] / 3
+    np.testing.assert_array_equal(solo.num_steps, pooled.num_steps)
+    np.testing.assert_array_equal(solo.outcome, pooled.outcome)
+    np.testing.assert_allclose(solo.final_params, pooled.final_params, rtol=1e-12, atol=1e-14)
