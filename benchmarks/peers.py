@@ -32,7 +32,9 @@ minus a second, warm call), vector-field evaluations per trajectory (scipy: its
 ``nfev``; Diffrax Tsit5: 6 per step + 1 (FSAL); gflow: 7 per step, the stop rule's
 gradient included, + one per save time), accepted/rejected steps per trajectory, and
 the final risk's largest relative deviation from the reference (a fast but wrong peer is
-visible there).
+visible there), and the peak resident memory the warm run adds to the process
+(:class:`PeakMemory`: sampled every 2 ms; memory held before the run, such as compiled
+programs, is not counted).
 
     python -m benchmarks.peers --n 32 --t1 100
 """
@@ -61,7 +63,8 @@ from gflow_jax.models.base import partition  # noqa: E402
 
 RISK = gf.PopulationRisk.uniform_1d(gf.Affine(2.0, 1.0), 0.0, 1.0)
 SCHEMA = ("peer", "wall_s", "compile_s", "traj_per_s", "vf_evals_per_traj",
-          "accepted_per_traj", "rejected_per_traj", "max_rel_risk_error")  # fmt: skip
+          "accepted_per_traj", "rejected_per_traj", "max_rel_risk_error",
+          "peak_memory_mib")  # fmt: skip
 
 
 def make_init(width: int):
@@ -85,15 +88,61 @@ def flat_problem(init, keys):
     return np.asarray(y0), jax.jit(loss), jax.jit(field), jax.jit(lambda y: -jax.hessian(loss)(y))
 
 
+def _resident_bytes() -> int:
+    """The process's resident memory now (Linux ``/proc``; else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """Peak resident memory a block adds to the process, in MiB.
+
+    A thread samples the resident set every `interval` seconds; ``mib`` is the largest
+    sample minus the one before the block (buffers the process already held, such as
+    compiled programs, are not counted; a peak shorter than `interval` may be missed).
+    """
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.mib = interval, 0.0
+
+    def __enter__(self):
+        import threading
+
+        self._base = self._peak = _resident_bytes()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(self.interval):
+                self._peak = max(self._peak, _resident_bytes())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, _resident_bytes())
+        self.mib = (self._peak - self._base) / 2**20
+        return False
+
+
 def _timed(fn):
-    """(compile_s, wall_s, out): a first (compiling) call and a second, warm one."""
+    """(compile_s, wall_s, out, peak_mib): a first (compiling) call and a second, warm one
+    (timed, with the resident memory it adds: :class:`PeakMemory`)."""
     t = time.perf_counter()
     jax.block_until_ready(fn())
     first = time.perf_counter() - t
-    t = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    wall = time.perf_counter() - t
-    return max(first - wall, 0.0), wall, out
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        wall = time.perf_counter() - t
+    return max(first - wall, 0.0), wall, out, mem.mib
 
 
 def diffrax_solve(loss, field, t1, rtol, atol):
@@ -111,9 +160,12 @@ def diffrax_solve(loss, field, t1, rtol, atol):
     return solve
 
 
-def row(peer, wall, compile_s, n, risks, ref, evals, acc, rej, **extra):
-    risks = np.asarray(risks, float)
-    err = np.abs(risks - ref) / np.maximum(np.abs(ref), 1e-300)
+def row(peer, wall, compile_s, peak_mib, n, risks, ref, evals, acc, rej, **extra):
+    """One table row; the risk error is over the members whose `ref` is finite (NaN: the
+    reference did not reach t1)."""
+    risks, ref = np.asarray(risks, float), np.asarray(ref, float)
+    ok = np.isfinite(ref)
+    err = np.abs(risks[ok] - ref[ok]) / np.maximum(np.abs(ref[ok]), 1e-300)
     return dict(
         peer=peer,
         wall_s=wall,
@@ -122,7 +174,8 @@ def row(peer, wall, compile_s, n, risks, ref, evals, acc, rej, **extra):
         vf_evals_per_traj=float(np.mean(evals)),
         accepted_per_traj=float(np.mean(acc)),
         rejected_per_traj=float(np.mean(rej)),
-        max_rel_risk_error=float(np.max(err)),
+        max_rel_risk_error=float(np.max(err)) if err.size else float("nan"),
+        peak_memory_mib=peak_mib,
         final_risks=risks.tolist(),
         **extra,
     )
@@ -140,18 +193,20 @@ def run(args) -> dict:
 
     # diffrax: a loop of jitted single solves, and one vmapped lockstep solve
     single = jax.jit(diffrax_solve(loss, field, t1, args.rtol, args.atol))
-    compile_s, _, _ = _timed(lambda: single(y0[0]))
-    t = time.perf_counter()
-    outs = [jax.block_until_ready(single(y)) for y in y0]
-    wall = time.perf_counter() - t
+    compile_s = _timed(lambda: single(y0[0]))[0]
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        outs = [jax.block_until_ready(single(y)) for y in y0]
+        wall = time.perf_counter() - t
     risk, acc, rej = (np.asarray([o[i] for o in outs]) for i in range(3))
-    rows.append(row("diffrax loop", wall, compile_s, n, risk, ref, 6 * (acc + rej) + 1, acc, rej))
+    rows.append(row("diffrax loop", wall, compile_s, mem.mib, n, risk, ref,
+                    6 * (acc + rej) + 1, acc, rej))  # fmt: skip
     vsolve = jax.jit(jax.vmap(diffrax_solve(loss, field, t1, args.rtol, args.atol)))
-    compile_s, wall, (risk, acc, rej) = _timed(lambda: vsolve(y0))
+    compile_s, wall, (risk, acc, rej), peak = _timed(lambda: vsolve(y0))
     acc, rej = np.asarray(acc), np.asarray(rej)
     lock = int(np.max(acc + rej))
-    rows.append(row("diffrax vmap", wall, compile_s, n, risk, ref, np.full(n, 6 * lock + 1),
-                    acc, rej, lockstep_steps=lock))  # fmt: skip
+    rows.append(row("diffrax vmap", wall, compile_s, peak, n, risk, ref,
+                    np.full(n, 6 * lock + 1), acc, rej, lockstep_steps=lock))  # fmt: skip
 
     # scipy.integrate.solve_ivp per trajectory (JAX-jitted field and Hessian)
     from scipy.integrate import solve_ivp
@@ -160,25 +215,26 @@ def run(args) -> dict:
     jac = lambda t, y: np.asarray(neg_hess(y))
     fun(0.0, y0[0]), jac(0.0, y0[0])  # compile outside the timing
     for method in args.scipy:
-        t = time.perf_counter()
-        sols = [
-            solve_ivp(
-                fun,
-                (0.0, t1),
-                y,
-                method=method,
-                rtol=args.rtol,
-                atol=args.atol,
-                jac=None if method == "RK45" else jac,
-            )  # fmt: skip
-            for y in y0
-        ]
-        wall = time.perf_counter() - t
+        with PeakMemory() as mem:
+            t = time.perf_counter()
+            sols = [
+                solve_ivp(
+                    fun,
+                    (0.0, t1),
+                    y,
+                    method=method,
+                    rtol=args.rtol,
+                    atol=args.atol,
+                    jac=None if method == "RK45" else jac,
+                )  # fmt: skip
+                for y in y0
+            ]
+            wall = time.perf_counter() - t
         risk = [float(loss(s.y[:, -1])) for s in sols]
         evals = np.asarray([s.nfev for s in sols])
         steps = np.asarray([len(s.t) - 1 for s in sols])
         njev = float(np.mean([s.njev for s in sols]))
-        rows.append(row(f"scipy {method}", wall, 0.0, n, risk, ref, evals, steps,
+        rows.append(row(f"scipy {method}", wall, 0.0, mem.mib, n, risk, ref, evals, steps,
                         np.full(n, np.nan), njev=njev))  # fmt: skip
 
     # optax GD, vmapped: the largest learning rate of the grid whose iterates never
@@ -207,11 +263,11 @@ def run(args) -> dict:
     for lr in args.lrs:
         k_max = int(math.ceil(args.gd_horizon * t1 / lr))
         solve = gd(lr, k_max)
-        compile_s, wall, (risk, up, k) = _timed(lambda solve=solve: solve(y0, target))
+        compile_s, wall, (risk, up, k), peak = _timed(lambda solve=solve: solve(y0, target))
         k = np.asarray(k)
         if not np.any(np.asarray(up)) and np.all(k < k_max):
             lr_used = lr
-            rows.append(row("optax GD", wall, compile_s, n, risk, ref, k, k, np.zeros(n),
+            rows.append(row("optax GD", wall, compile_s, peak, n, risk, ref, k, k, np.zeros(n),
                             learning_rate=lr, lockstep_steps=int(k.max())))  # fmt: skip
             break
 
@@ -223,15 +279,10 @@ def run(args) -> dict:
         go = lambda flow=flow: gf.run_ensemble(
             init, RISK, keys, t1, flow, limits=None, progress=False, n_save=args.n_save
         )
-        t = time.perf_counter()
-        go()
-        first = time.perf_counter() - t
-        t = time.perf_counter()
-        ens = go()
-        wall = time.perf_counter() - t
+        compile_s, wall, ens, peak = _timed(go)
         steps = np.asarray(ens.num_steps)
         rej = np.asarray(ens.num_rejected)
-        rows.append(row(label, wall, max(first - wall, 0.0), n, ens.final_risk, ref,
+        rows.append(row(label, wall, compile_s, peak, n, ens.final_risk, ref,
                         7 * steps + args.n_save, steps - rej, rej,
                         waste=ens.stats["waste"]))  # fmt: skip
     meta = {
@@ -398,14 +449,15 @@ def markdown(result) -> str:
         f"t1 = {m['t1']}, rtol {m['rtol']}, atol {m['atol']}.",
         "",
         "| peer | traj/s | wall [s] | compile [s] | f evals / traj | accepted / traj "
-        "| rejected / traj | max rel. risk error |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| rejected / traj | max rel. risk error | peak memory [MiB] |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         out.append(
             f"| {r['peer']} | {r['traj_per_s']:.2f} | {r['wall_s']:.2f} | {r['compile_s']:.1f} "
             f"| {r['vf_evals_per_traj']:.0f} | {r['accepted_per_traj']:.0f} "
-            f"| {r['rejected_per_traj']:.0f} | {r['max_rel_risk_error']:.1e} |"
+            f"| {r['rejected_per_traj']:.0f} | {r['max_rel_risk_error']:.1e} "
+            f"| {r['peak_memory_mib']:.1f} |"
         )
     return "\n".join(out)
 

@@ -80,21 +80,13 @@ import torchode  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import gflow_jax as gf  # noqa: E402
-from benchmarks.peers import _timed  # noqa: E402
+from benchmarks.peers import PeakMemory, _timed, make_init, row  # noqa: E402
 from gflow_jax.models.base import partition  # noqa: E402
 
 SCHEMA = ("peer", "wall_s", "compile_s", "traj_per_s", "vf_evals_per_traj",
           "accepted_per_traj", "rejected_per_traj", "max_rel_risk_error",
-          "final_risks")  # fmt: skip
+          "peak_memory_mib", "final_risks")  # fmt: skip
 REF_RTOL, REF_ATOL = 1e-11, 1e-14
-
-
-def make_init(width: int):
-    def init(key):
-        model = gf.ShallowReLU(1, width, key=key)
-        return eqx.tree_at(lambda m: m.v, model, model.v / math.sqrt(width))
-
-    return init
 
 
 # ---------------------------------------------------------------- the torch field
@@ -158,26 +150,6 @@ def torch_theta0(models, width) -> torch.Tensor:
 # ---------------------------------------------------------------- rows
 
 
-def row(peer, wall, compile_s, n, risks, ref, evals, acc, rej, **extra):
-    """One table row; ``ref`` is NaN where the reference did not reach t1 (left out)."""
-    risks = np.asarray(risks, float)
-    ok = np.isfinite(ref)
-    err = np.abs(risks[ok] - ref[ok]) / np.maximum(np.abs(ref[ok]), 1e-300)
-    nan_mean = lambda a: None if a is None else float(np.mean(a))
-    return dict(
-        peer=peer,
-        wall_s=wall,
-        compile_s=compile_s,
-        traj_per_s=n / wall,
-        vf_evals_per_traj=float(np.mean(evals)),
-        accepted_per_traj=nan_mean(acc),
-        rejected_per_traj=nan_mean(rej),
-        max_rel_risk_error=float(np.max(err)) if err.size else float("nan"),
-        final_risks=risks.tolist(),
-        **extra,
-    )
-
-
 def run(args) -> dict:
     n, t1, width = args.n, args.t1, args.width
     torch.set_num_threads(args.torch_threads)
@@ -208,16 +180,17 @@ def run(args) -> dict:
 
     # one jitted solve per member (a member sliding along a kink would hold a lockstep
     # vmap to its step budget); a member that spends --ref-max-steps is left out
-    overhead, _, _ = _timed(lambda: ref_solve(y0_jax[0]))
-    t = time.perf_counter()
-    outs = [jax.block_until_ready(ref_solve(u)) for u in y0_jax]
-    wall = time.perf_counter() - t
+    overhead = _timed(lambda: ref_solve(y0_jax[0]))[0]
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        outs = [jax.block_until_ready(ref_solve(u)) for u in y0_jax]
+        wall = time.perf_counter() - t
     ref, acc, rej, done = (np.asarray([o[i] for o in outs]) for i in range(4))
     ref_all = ref.astype(float)
     ref = np.where(done, ref_all, np.nan)
     rows = []
     ref_row = row(f"reference (diffrax Tsit5 loop, rtol {REF_RTOL:g}, atol {REF_ATOL:g})",
-                  wall, overhead, n, ref_all, ref, 6 * (acc + rej) + 1,
+                  wall, overhead, mem.mib, n, ref_all, ref, 6 * (acc + rej) + 1,
                   acc, rej, reached_t1=done.tolist())  # fmt: skip
     print(f"reference: {int(done.sum())}/{n} members reached t1 within "
           f"{args.ref_max_steps} steps ({wall:.1f} s)", file=sys.stderr, flush=True)  # fmt: skip
@@ -242,21 +215,24 @@ def run(args) -> dict:
 
     # torch compiles nothing: its first-call overhead is measured on one trajectory (a
     # first and a second call), the batched peers then run once, warm
-    overhead, _, _ = _timed(lambda: one(theta0[0]))
-    t = time.perf_counter()
-    outs = [one(th) for th in theta0]
-    wall = time.perf_counter() - t
+    overhead = _timed(lambda: one(theta0[0]))[0]
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        outs = [one(th) for th in theta0]
+        wall = time.perf_counter() - t
     risk_a = final_risk(torch.stack([o[0] for o in outs]))
     ev, acc, rej = (np.asarray([o[i] for o in outs]) for i in (1, 2, 3))
-    rows.append(row("torchdiffeq dopri5, loop", wall, overhead, n, risk_a, ref, ev, acc, rej))
+    rows.append(row("torchdiffeq dopri5, loop", wall, overhead, mem.mib, n, risk_a, ref, ev, acc,
+                    rej))  # fmt: skip
     print(f"torchdiffeq loop: {wall:.1f} s", file=sys.stderr, flush=True)
 
     # (b) torchdiffeq on the stacked batch: one shared step
-    t = time.perf_counter()
-    out, ev, acc, rej = one(theta0)
-    wall = time.perf_counter() - t
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        out, ev, acc, rej = one(theta0)
+        wall = time.perf_counter() - t
     rows.append(row("torchdiffeq dopri5, stacked batch (shared step)", wall,
-                    overhead, n, final_risk(out), ref, np.full(n, ev),
+                    overhead, mem.mib, n, final_risk(out), ref, np.full(n, ev),
                     np.full(n, acc), np.full(n, rej), shared_steps=acc + rej))  # fmt: skip
 
     # (c) torchode: per-sample steps, batched
@@ -270,13 +246,14 @@ def run(args) -> dict:
     ivp = lambda th: torchode.InitialValueProblem(
         y0=th, t_eval=t_span.expand(th.shape[0], 2).contiguous()
     )
-    overhead, _, _ = _timed(lambda: solver.solve(ivp(theta0[:1])))
-    t = time.perf_counter()
-    sol = solver.solve(ivp(theta0))
-    wall = time.perf_counter() - t
+    overhead = _timed(lambda: solver.solve(ivp(theta0[:1])))[0]
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        sol = solver.solve(ivp(theta0))
+        wall = time.perf_counter() - t
     st = sol.stats
     n_steps, n_acc = st["n_steps"].numpy(), st["n_accepted"].numpy()
-    rows.append(row("torchode Dopri5 (per-sample steps)", wall, overhead, n,
+    rows.append(row("torchode Dopri5 (per-sample steps)", wall, overhead, mem.mib, n,
                     final_risk(sol.ys[:, -1]), ref, st["n_f_evals"].numpy(), n_acc,
                     n_steps - n_acc, status=sol.status.tolist()))  # fmt: skip
 
@@ -288,10 +265,10 @@ def run(args) -> dict:
     )
     go = lambda: gf.run_ensemble(init, risk, keys, t1, flow, limits=None, n_save=2,
                                  progress=False)  # fmt: skip
-    compile_s, wall, ens = _timed(go)
+    compile_s, wall, ens, peak = _timed(go)
     steps, rej = np.asarray(ens.num_steps), np.asarray(ens.num_rejected)
     rows.append(row("gflow run_ensemble (Tsit5, tail explicit)", wall,
-                    compile_s, n, ens.final_risk, ref, 7 * steps + 2,
+                    compile_s, peak, n, ens.final_risk, ref, 7 * steps + 2,
                     steps - rej, rej, waste=ens.stats["waste"]))  # fmt: skip
     rows.append(ref_row)
 
@@ -332,15 +309,15 @@ def markdown(result) -> str:
         f"within {m['ref_max_steps']} steps (risk errors over those).",
         "",
         "| peer | traj/s | wall [s] | first-call overhead [s] | f evals / traj "
-        "| accepted / traj | rejected / traj | max rel. risk error |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| accepted / traj | rejected / traj | max rel. risk error | peak memory [MiB] |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         out.append(
             f"| {r['peer']} | {_fmt(r['traj_per_s'], '.1f')} | {_fmt(r['wall_s'], '.3f')} "
             f"| {_fmt(r['compile_s'], '.2f')} | {_fmt(r['vf_evals_per_traj'], '.0f')} "
             f"| {_fmt(r['accepted_per_traj'], '.1f')} | {_fmt(r['rejected_per_traj'], '.1f')} "
-            f"| {_fmt(r['max_rel_risk_error'], '.1e')} |"
+            f"| {_fmt(r['max_rel_risk_error'], '.1e')} | {_fmt(r['peak_memory_mib'], '.1f')} |"
         )
     return "\n".join(out)
 

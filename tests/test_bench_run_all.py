@@ -1,13 +1,9 @@
 """`make bench` regenerates the README's tables: the table extraction and the block
 replacement (the benchmarks themselves are run at tiny sizes by their own tests)."""
 
-import pathlib
-import sys
-
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root
-from benchmarks import run_all  # noqa: E402
+from benchmarks import run_all
 
 
 def test_markdown_tables_keeps_tables_and_machine_lines_only():

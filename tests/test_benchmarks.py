@@ -5,12 +5,29 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 
+from benchmarks.peers import SCHEMA, PeakMemory
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCHEMA = ("peer", "wall_s", "compile_s", "traj_per_s", "vf_evals_per_traj",
-          "accepted_per_traj", "rejected_per_traj", "max_rel_risk_error")  # fmt: skip
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    """The peers' memory column: 64 MiB touched and freed inside the block are counted
+    (the sampling thread sees the peak), memory held before the block is not."""
+    held = np.ones(2**23)  # 64 MiB, before the block
+    with PeakMemory() as mem:
+        tmp = np.ones(2**23)
+        tmp += 1.0
+        time.sleep(0.05)
+        del tmp
+    assert 48 <= mem.mib <= 160
+    with PeakMemory() as idle:
+        time.sleep(0.02)
+    assert idle.mib < 16
+    del held
 
 
 def test_peers_tiny_run_schema_and_agreement(tmp_path):
@@ -29,6 +46,7 @@ def test_peers_tiny_run_schema_and_agreement(tmp_path):
     for r in rows.values():
         assert set(SCHEMA) <= set(r)
         assert r["wall_s"] > 0 and r["traj_per_s"] > 0 and r["vf_evals_per_traj"] > 0
+        assert r["peak_memory_mib"] >= 0
         assert len(r["final_risks"]) == 2
     ref = np.asarray(result["meta"]["reference_risks"])
     gflow = np.asarray(rows["gflow run_ensemble (tail explicit)"]["final_risks"])

@@ -3,14 +3,11 @@ roofline numbers (never its timings)."""
 
 import json
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root
-from benchmarks import cost_growth  # noqa: E402
+from benchmarks import cost_growth
 
 
 def test_exponent_fit_recovers_a_power_law():

@@ -3,8 +3,6 @@ against the tight reference. Needs the ``bench`` extra (torch, torchdiffeq, torc
 skipped without it (CI installs only the dev extra)."""
 
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ pytest.importorskip("torch")
 pytest.importorskip("torchdiffeq")
 pytest.importorskip("torchode")
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository root
 from benchmarks import torch_peers  # noqa: E402
 
 # rtol 1e-6 per step; the final risks (≈ 5e-4 and 3e-2 at t1 = 1) are small differences
