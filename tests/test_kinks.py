@@ -56,14 +56,20 @@ def sliding_problem():
     return model, gf.EmpiricalRisk(x, y, weights=jnp.array([0.5, 0.5, 0.0]))
 
 
-def _one_neuron(model, risk, t1, ts):
-    """`PIECEWISE` with the one save layout of every one-neuron problem (one compilation:
-    ``t1``, the save times and the data are traced)."""
+def _one_neuron(model, risk, t1, ts, dynamics=None):
+    """`dynamics` (default `PIECEWISE`) with the one save layout of every one-neuron problem
+    (one compilation per dynamics: ``t1``, the save times and the data are traced)."""
     assert ts.shape == DENSE_TS.shape
-    return gf.integrate(model, risk, t1, PIECEWISE, save_ts=ts, save_path=True)
+    dynamics = PIECEWISE if dynamics is None else dynamics
+    return gf.integrate(model, risk, t1, dynamics, save_ts=ts, save_path=True)
 
 
 PIECEWISE = gf.PiecewiseGradientFlow(rtol=1e-10, atol=1e-12)
+# the exponential tail from a member's 8th step on (stiffness threshold ~0): every later
+# step, crossing, sliding entry and release happens in the tail phase
+FORCED = gf.PiecewiseGradientFlow(
+    rtol=1e-10, atol=1e-12, stiffness_threshold=1e-12, stiffness_check_steps=8
+)
 # the sliding onset t* is a save time: no save interval straddles the jump of θ̇ there
 DENSE_TS = np.sort(np.append(np.linspace(0.0, 4.0, 4001), T_STAR))
 
@@ -207,7 +213,11 @@ def leave_exact(t: float) -> np.ndarray:
     return _off_side(np.array([W_EXIT, -W_EXIT]), t - t2)
 
 
-def test_enters_and_leaves_a_sliding_surface():
+@pytest.mark.parametrize("dynamics", [PIECEWISE, FORCED], ids=["explicit", "tail"])
+def test_enters_and_leaves_a_sliding_surface(dynamics):
+    """Also with the exponential tail from the 8th step (`FORCED`): the entry into sliding
+    is located on an exponential step's dense output, the member slides in the tail
+    phase (linearised projected field) and leaves the surface there."""
     t1, w1, t2 = _leave_times()
     assert 13 / 11 < w1 < W_EXIT and 0.1 < t1 < t2 - 0.5  # the example is as described
     x = jnp.array([[1.0], [2.0], [3.0]])
@@ -215,7 +225,11 @@ def test_enters_and_leaves_a_sliding_surface():
     model = gf.ShallowReLU.from_flat(jnp.array([1.0, -1.3, 1.0, 0.0]), 1, 1, frozen=("v", "c"))
     check = np.array([0.05, t1, 0.5, t2, t2 + 0.05, t2 + 0.5, 2.0, 4.0, 8.0])
     ts = np.sort(np.concatenate([np.linspace(0.0, 8.0, DENSE_TS.size - check.size), check]))
-    traj = _one_neuron(model, risk, 8.0, ts)
+    traj = _one_neuron(model, risk, 8.0, ts, dynamics)
+    if dynamics is FORCED:
+        assert float(traj.t_tail) < t1 and int(traj.num_tail_steps) > 0
+        # piecewise quadratic: the exponential steps are exact, a handful suffice
+        assert int(traj.num_steps) < 30
     path = _flat_path(traj)
     for i, t in enumerate(ts):
         np.testing.assert_allclose(path[i], leave_exact(t), rtol=0, atol=1e-8)
@@ -263,6 +277,36 @@ def test_limit_is_classified_inside_the_final_pattern():
             assert int(report.limit_num_negative) == 0
 
 
+def test_tail_engages_near_a_minimum_and_is_exact_on_a_quadratic_pattern():
+    """The limit example with the default tail settings (threshold 2, checked every 128
+    steps), from θ₀ = fit + 0.2 q_slow − 0.05 q_fast: the member stays in the pattern
+    (off at x₁) whose risk is quadratic, ``θ(t) = fit + exp(−Ht)(θ₀ − fit)`` with the
+    off-side Hessian ``H`` (``λ = 0.045, 9.95``). Once explicit steps reach the
+    stability limit the member switches to the exponential tail, which is exact on
+    a quadratic risk: its steps grow geometrically, far fewer than the
+    ``(t₁ − t_tail)·λ_max/3.5`` steps that Tsit5's stability alone would need."""
+    lam, q = np.linalg.eigh(_LEAVE_H)
+    q = q * np.sign(q[0])
+    fit = np.array([1.0, -1.0])
+    theta0 = fit + 0.2 * q[:, 0] - 0.05 * q[:, 1]
+    model = gf.ShallowReLU.from_flat(jnp.array([*theta0, 1.0, 0.0]), 1, 1, frozen=("v", "c"))
+    x = jnp.array([[1.0], [2.0], [3.0]])
+    risk = gf.EmpiricalRisk(x, jnp.array([[-1.0], [1.0], [2.0]]))
+    t1 = 150.0
+    ts = np.linspace(0.0, t1, DENSE_TS.size)
+    exact = fit + (q @ (np.exp(-np.outer(lam, ts)) * (q.T @ (theta0 - fit))[:, None])).T
+    s = exact @ np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])  # s_i = w x_i + b
+    assert np.all(s[:, 0] < 0) and np.all(s[:, 1:] > 0)  # one pattern all along
+    traj = _one_neuron(model, risk, t1, ts)
+    assert float(traj.t_stop) == t1
+    assert int(traj.kinks.num_crossings) == 0 and int(traj.kinks.num_slides) == 0
+    np.testing.assert_allclose(_flat_path(traj), exact, rtol=0, atol=1e-9)
+    t_tail, tail_steps = float(traj.t_tail), int(traj.num_tail_steps)
+    assert 0 < t_tail < 20 and tail_steps > 0
+    assert tail_steps < 0.1 * (t1 - t_tail) * lam[-1] / 3.5
+    assert int(traj.num_steps) - tail_steps <= 2 * 128  # explicit steps: the transient
+
+
 # --------------------------------------------------------------------------------------
 # Crossings without sliding: a width-3 network on 6 points
 # --------------------------------------------------------------------------------------
@@ -281,16 +325,23 @@ def crossing_problem(dtype=jnp.float64):
     return model, gf.EmpiricalRisk(x, y)
 
 
-def _integrate_crossing(model, risk, t1):
-    """`PIECEWISE` with the fixture's save layout (one compilation for the module)."""
+def _integrate_crossing(model, risk, t1, dynamics=PIECEWISE):
+    """`dynamics` with the fixture's save layout (one compilation per dynamics)."""
     ts = np.linspace(0.0, t1, CROSS_TS.size)
-    return gf.integrate(model, risk, t1, PIECEWISE, save_ts=ts, save_path=True, limits=None)
+    return gf.integrate(model, risk, t1, dynamics, save_ts=ts, save_path=True, limits=None)
 
 
 @pytest.fixture(scope="module")
 def crossing():
     model, risk = crossing_problem()
     return model, risk, _integrate_crossing(model, risk, T_CROSS)
+
+
+@pytest.fixture(scope="module")
+def crossing_tail():
+    """The crossing problem with the exponential tail from the 8th step (`FORCED`)."""
+    model, risk = crossing_problem()
+    return model, risk, _integrate_crossing(model, risk, T_CROSS, FORCED)
 
 
 def _flat(path):
@@ -343,8 +394,11 @@ def crossing_reference(crossing):
     return _plain_reference(model, risk, T_CROSS)
 
 
-def test_agrees_with_tight_plain_solver_off_sliding(crossing, crossing_reference):
-    _, risk, traj = crossing
+@pytest.mark.parametrize("tail", [False, True], ids=["explicit", "tail"])
+def test_agrees_with_tight_plain_solver_off_sliding(
+    tail, crossing, crossing_tail, crossing_reference
+):
+    _, risk, traj = crossing_tail if tail else crossing
     at, rejected = crossing_reference
     assert int(traj.kinks.num_slides) == 0 and int(traj.kinks.num_crossings) >= 2
     theta_ref, _, risk_ref = at(CHECK_TS)
@@ -354,12 +408,11 @@ def test_agrees_with_tight_plain_solver_off_sliding(crossing, crossing_reference
     assert int(traj.num_rejected) <= rejected
 
 
-def test_crossing_times_agree_with_bisection_on_dense_reference(crossing, crossing_reference):
-    """Every crossing of the tight plain reference (bisection on its switching functions
-    along its dense output) is a crossing of the piecewise flow: the count up to t = 3
-    agrees, and a horizon 1e-8 before the first crossing has none, 1e-8 after it one."""
-    model, risk, traj = crossing
-    at, _ = crossing_reference
+def _first_crossing(at, after=0.0):
+    """``(t_ref, flips, first)``: the first crossing time after `after` of the reference
+    `at` (bisection on its switching functions along its dense output), the sign flips
+    between the points of a grid of 3 001 on ``[0, 3]`` and the grid interval of that
+    crossing."""
 
     def switching(ts):
         return at(ts)[1]
@@ -367,8 +420,7 @@ def test_crossing_times_agree_with_bisection_on_dense_reference(crossing, crossi
     grid = np.linspace(0.0, T_CROSS, 3001)
     signs = np.sign(switching(grid))
     flips = signs[1:] != signs[:-1]
-    assert int(flips.sum()) == int(traj.kinks.num_crossings) >= 2
-    first = int(np.flatnonzero(flips.any(axis=1))[0])
+    first = int(np.flatnonzero(flips.any(axis=1) & (grid[:-1] >= after))[0])
     k = int(np.flatnonzero(flips[first])[0])
     lo, hi = grid[first], grid[first + 1]
     for _ in range(12):  # 9 sub-intervals per round: 9^-12 of the grid step
@@ -376,17 +428,38 @@ def test_crossing_times_agree_with_bisection_on_dense_reference(crossing, crossi
         side = np.sign(switching(mids)[:, k]) == signs[first, k]
         j = int(np.argmin(side))  # first midpoint past the crossing
         lo, hi = mids[j - 1], mids[j]
-    t_ref = 0.5 * (lo + hi)
+    return 0.5 * (lo + hi), flips, first
+
+
+@pytest.mark.parametrize("tail", [False, True], ids=["explicit", "tail"])
+def test_crossing_times_agree_with_bisection_on_dense_reference(
+    tail, crossing, crossing_tail, crossing_reference
+):
+    """Every crossing of the tight plain reference (bisection on its switching functions
+    along its dense output) is a crossing of the piecewise flow: the count up to t = 3
+    agrees, and a horizon 1e-8 before the first crossing has none, 1e-8 after it one.
+    With the tail from the 8th step (`FORCED`) the crossings after the switch fall inside
+    exponential steps, which end there (located on their dense output) instead of
+    jumping across: checked on the first of them."""
+    model, risk, traj = crossing_tail if tail else crossing
+    dynamics = FORCED if tail else PIECEWISE
+    at, _ = crossing_reference
+    t_ref, flips, first = _first_crossing(at, float(traj.t_tail) if tail else 0.0)
+    assert int(flips.sum()) == int(traj.kinks.num_crossings) >= 2
+    if tail:
+        assert float(traj.t_tail) < t_ref and int(traj.num_tail_steps) > 0
 
     def crossings(t1):
-        return int(_integrate_crossing(model, risk, t1).kinks.num_crossings)
+        return int(_integrate_crossing(model, risk, t1, dynamics).kinks.num_crossings)
 
-    assert crossings(t_ref - 1e-8) == 0
-    assert crossings(t_ref + 1e-8) == int(flips[first].sum())
+    before = int(flips[:first].sum())
+    assert crossings(t_ref - 1e-8) == before
+    assert crossings(t_ref + 1e-8) == before + int(flips[first].sum())
 
 
-def test_energy_identity_through_crossings(crossing):
-    _, risk, traj = crossing
+@pytest.mark.parametrize("tail", [False, True], ids=["explicit", "tail"])
+def test_energy_identity_through_crossings(tail, crossing, crossing_tail):
+    _, risk, traj = crossing_tail if tail else crossing
     assert int(traj.kinks.num_crossings) >= 2
     # the save intervals in which no switching function changes sign (θ̇ smooth there)
     signs = np.sign(np.asarray(jax.vmap(lambda m: m.switching_functions(risk.x))(traj.path)))
@@ -401,19 +474,49 @@ def test_energy_identity_through_crossings(crossing):
     np.testing.assert_allclose(np.sum(g_integral[smooth]), drop, rtol=1e-4)  # trapezoid: O(Δt²)
 
 
+def test_tail_agrees_with_tight_reference_near_a_minimum(crossing):
+    """Another initialisation (key 0) of the crossing problem's network crosses twice,
+    never slides, and converges to a zero of the risk inside one pattern; with the
+    default settings it switches to the exponential tail at t ≈ 125 (risk ≈ 1e-6). Path
+    and risk agree with the tight plain reference (no sliding: the same solution) up to
+    t = 200 (risk ≈ 1e-10), before and after the switch."""
+    _, risk, _ = crossing
+    model = gf.ShallowReLU(1, 3, key=jax.random.key(0))
+    t1 = 200.0
+    traj = _integrate_crossing(model, risk, t1)
+    assert 100 < float(traj.t_tail) < 150 and int(traj.num_tail_steps) > 0
+    assert int(traj.kinks.num_crossings) >= 2 and int(traj.kinks.num_slides) == 0
+    at, _ = _plain_reference(model, risk, t1)
+    ts = np.array([0.0, 50.0, 100.0, 125.0, 150.0, 175.0, 200.0])
+    index = np.rint(ts / t1 * (CROSS_TS.size - 1)).astype(int)
+    theta_ref, _, risk_ref = at(ts)
+    assert risk_ref[-1] < 1e-9
+    np.testing.assert_allclose(_flat(traj.path)[index], theta_ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(traj.risk)[index], risk_ref, rtol=1e-7)
+
+
 def test_ensemble_equals_per_member(crossing):
+    """`run_ensemble` (pools of 4 refilled from a queue, 16-step segments, one pool per
+    phase) gives each member exactly its `integrate` solve. With a low stiffness
+    threshold (0.1, checked every 8 steps: `FORCED`'s compiled program, the threshold is
+    a value) the members switch to the tail at different check points, one never."""
     _, risk, _ = crossing
     keys = jax.random.split(jax.random.key(3), 5)
+    mixed = eqx.tree_at(lambda d: d.stiffness_threshold, FORCED, 0.1)
 
     def init(key):
         return gf.ShallowReLU(1, 3, key=key)
 
-    ens = gf.run_ensemble(init, risk, keys, T_CROSS, PIECEWISE, save_ts=CROSS_TS, limits=None,
+    ens = gf.run_ensemble(init, risk, keys, T_CROSS, mixed, save_ts=CROSS_TS, limits=None,
                           chunk_size=4, segment_steps=16)  # fmt: skip
-    for i in (0, 3, 4):
-        traj = _integrate_crossing(init(keys[i]), risk, T_CROSS)
+    t_tail = np.asarray(ens.t_tail)
+    assert np.sum(np.isfinite(t_tail)) >= 3 and np.sum(np.isinf(t_tail)) >= 1
+    assert len(np.unique(t_tail)) == len(keys)
+    for i in range(len(keys)):
+        traj = _integrate_crossing(init(keys[i]), risk, T_CROSS, mixed)
         flat = jax.flatten_util.ravel_pytree(partition(traj.model)[0])[0]
         assert int(ens.num_steps[i]) == int(traj.num_steps)
+        assert int(ens.num_tail_steps[i]) == int(traj.num_tail_steps)
         np.testing.assert_allclose(ens.final_params[i], flat, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(ens.risk[i], traj.risk, rtol=1e-12)
 
@@ -434,13 +537,16 @@ def test_masked_outputs_is_the_network_on_its_pattern():
 
 
 def test_deep_relu_agrees_with_plain_solver():
+    """With the exponential tail from the 8th step (`FORCED`): its steps use the Hessian
+    of the deep network's pattern-frozen risk and stop at the crossings."""
     x = jnp.linspace(-1.0, 1.0, 5)[:, None]
     risk = gf.EmpiricalRisk(x, jnp.abs(x))
     model = gf.DeepMLP((1, 3, 3, 1), "relu", key=jax.random.key(3), init="he")
     model = eqx.tree_at(lambda m: m.biases, model, (jnp.full(3, 0.1), jnp.full(3, 0.1)))
     ts = np.array([0.0, 0.5, 1.0, 2.0])
-    traj = gf.integrate(model, risk, 2.0, PIECEWISE, save_ts=ts, save_path=True, limits=None)
+    traj = gf.integrate(model, risk, 2.0, FORCED, save_ts=ts, save_path=True, limits=None)
     assert int(traj.kinks.num_slides) == 0 and int(traj.kinks.num_crossings) >= 2
+    assert int(traj.num_tail_steps) > 0
     at, _ = _plain_reference(model, risk, 2.0)
     theta_ref, s_ref, risk_ref = at(ts)
     np.testing.assert_allclose(_flat(traj.path), theta_ref, rtol=1e-8, atol=1e-9)
@@ -451,9 +557,11 @@ def test_deep_relu_agrees_with_plain_solver():
 
 
 def test_float32_runs():
+    """Float32 tolerances, the tail from the 8th step."""
     model, risk = crossing_problem(jnp.float32)
-    traj = gf.integrate(model, risk, T_CROSS, gf.PiecewiseGradientFlow(), save_ts=CHECK_TS,
-                        limits=None)  # fmt: skip
+    dynamics = gf.PiecewiseGradientFlow(stiffness_threshold=1e-12, stiffness_check_steps=8)
+    traj = gf.integrate(model, risk, T_CROSS, dynamics, save_ts=CHECK_TS, limits=None)
+    assert int(traj.num_tail_steps) > 0
     assert traj.final_risk.dtype == jnp.float32
     assert traj.outcome_name in ("UNFINISHED", "CONVERGED", "CRITICAL_POINT")
     assert float(traj.final_risk) < float(traj.initial_risk)

@@ -115,6 +115,13 @@ class AbstractDynamics(eqx.Module):
     max_steps: eqx.AbstractVar[int]
     num_phases: eqx.AbstractClassVar[int]
 
+    @property
+    def changes_phase(self) -> bool:
+        """Whether a member may change phase during a solve (then :func:`gflow_jax.integrate`
+        runs it in segments, each in the member's current phase). Default:
+        ``num_phases > 1``; a dynamics whose later phases are optional overrides it."""
+        return self.num_phases > 1
+
     @abc.abstractmethod
     def resolve(self, dtype) -> "AbstractDynamics":
         """A copy with every dtype-dependent default filled in (stop rules, tolerances).

@@ -421,6 +421,11 @@ class GradientFlow(AbstractDynamics):
         )
 
     @property
+    def changes_phase(self) -> bool:
+        """``True`` unless ``tail="explicit"`` (a member then stays in phase 0)."""
+        return self.tail_solver is not None
+
+    @property
     def tail_solver(self) -> diffrax.AbstractSolver | None:
         """The resolved tail solver, or ``None`` for ``tail="explicit"``."""
         return None if isinstance(self.tail, str) else self.tail

@@ -110,20 +110,6 @@ def make_problem(
     return dynamics, problem
 
 
-def multi_phase(dynamics: AbstractDynamics) -> bool:
-    """Whether `dynamics` may change phase (then it runs in segments).
-
-    **Arguments:**
-
-    - `dynamics`: a resolved :class:`AbstractDynamics`.
-
-    **Returns:**
-
-    ``True`` for a :class:`GradientFlow` with a tail solver, else ``False``.
-    """
-    return isinstance(dynamics, GradientFlow) and dynamics.tail_solver is not None
-
-
 def run_to_end(dynamics: AbstractDynamics, problem: Problem, state: State) -> State:
     """Advance one (unbatched) state until it is finished, respecting its step budget exactly.
 
@@ -143,7 +129,7 @@ def run_to_end(dynamics: AbstractDynamics, problem: Problem, state: State) -> St
     The finished :class:`State` (pass it to ``dynamics.finish``).
     """
     budget = dynamics.max_steps
-    if not multi_phase(dynamics):
+    if not dynamics.changes_phase:
         return dynamics.advance(problem, state, budget, 0)
     seg = min(dynamics.segment_length(SEGMENT_STEPS), budget)
     branches = [

@@ -14,7 +14,10 @@ whose gradient is the one-sided continuation of the field. :class:`PiecewiseGrad
   the flow does on the surface (below);
 - where the fields on both sides of a surface point into it (a *sliding mode*), moves on
   the surface with Filippov's convex combination of the one-sided fields that is tangent
-  to it, and leaves it when that combination stops being convex.
+  to it, and leaves it when that combination stops being convex;
+- once the explicit steps are limited by stability (near a minimum), switches to
+  exponential steps (:class:`~gflow_jax.dynamics.tail.ExponentialTail`) with the Hessian
+  of ``L_P``, with the same event handling (a second phase, ``tail="auto"``).
 
 **The flow on a surface.** Let ``A`` be the set of surfaces the state lies on,
 ``J`` the matrix of rows ``∇s_k`` (``k ∈ A``), ``g₀ = ∇L_P`` with ``P_k = 0`` on ``A``,
@@ -49,7 +52,7 @@ dynamics integrates the Filippov solution directly. See ``docs/kinks.md``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import diffrax
 import equinox as eqx
@@ -63,12 +66,15 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._checks import positive_float, positive_int
 from .._defaults import defaults
+from .._numerics import fixed_unit_vector
 from ..models.base import is_well_posed
 from ..outcomes import Outcome, SolverVerdict, Stop, classify
 from ..risks._kinks import has_pattern_forward, masked_outputs
 from ..risks.empirical import EmpiricalRisk
 from .base import AbstractDynamics, State, initial_state
+from .flow import CHECK_STEPS, EXPLICIT, TAIL
 from .problem import Problem
+from .tail import ExponentialTail, stiffness_index
 from .trajectory import Trajectory
 
 _SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
@@ -105,7 +111,8 @@ class PiecewiseInner(eqx.Module):
     `pattern` is the frozen activation pattern (flattened ``(n·s,)``, row ``i`` = data
     point), `slots` the sliding surfaces (flat indices, ``-1`` = empty), `f0` the field
     at ``(t, θ)`` in the current mode (first same as last), `dt` the next step,
-    `err_prev` the last accepted error norm (PI control), `save_index` the next save time.
+    `err_prev` the last accepted error norm (PI control), `save_index` the next save time,
+    `stiff_vector` the power iteration's warm start for the stiffness test.
     """
 
     pattern: Bool[Array, " m"]
@@ -117,6 +124,7 @@ class PiecewiseInner(eqx.Module):
     num_crossings: Int[Array, ""]
     num_slides: Int[Array, ""]
     sliding_time: Float[Array, ""]
+    stiff_vector: Float[Array, " p"]
 
 
 def applies(model: PyTree, risk) -> bool:
@@ -198,6 +206,10 @@ class _Kinks:
     def gram(J, slots):
         return J @ J.T + jnp.diag((slots < 0).astype(J.dtype))
 
+    def normal(self, J, slots, v):
+        """``Jᵀ(JJᵀ)⁻¹J v``: the part of `v` normal to the slotted surfaces (rows `J`)."""
+        return J.T @ jnp.linalg.solve(self.gram(J, slots), J @ v)
+
     def info(self, u, pattern, slots):
         """``(num, δ_A, θ̇)``: ``num = (JJᵀ)⁻¹J f₀`` (``= α δ_A``), the signals ``δ_A`` and
         the projected field, at `u` with the slotted surfaces' units off in ``f₀``."""
@@ -213,10 +225,26 @@ class _Kinks:
         f = -self.grad(u, self.mask(pattern, slots))[0]
 
         def project(f):
-            _, J = self.rows(u, slots)
-            return f - J.T @ jnp.linalg.solve(self.gram(J, slots), J @ f)
+            return f - self.normal(self.rows(u, slots)[1], slots, f)
 
         return jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), project, lambda f: f, f)
+
+    def tail_field(self, u, pattern, slots, anchor):
+        """The field of the current mode at ``a + Π(u − a)``, ``a`` = `anchor` (a point on
+        the sliding surfaces) and ``Π`` the projection onto their tangent space at ``a``.
+
+        Along a solution on the surfaces this is :meth:`field` (exactly, for the flat
+        surfaces of a shallow network); its Jacobian at ``a`` is ``−Π ∇²L_P Π``, symmetric,
+        which :class:`~gflow_jax.dynamics.tail.ExponentialTail` needs (the Jacobian of
+        :meth:`field` itself, ``−Π ∇²L_P``, is not). Without slots it is :meth:`field`."""
+
+        def tangent(u):
+            _, J = self.rows(anchor, slots)
+            d = u - anchor
+            return anchor + d - self.normal(J, slots, d)
+
+        u = jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), tangent, lambda u: u, u)
+        return self.field(u, pattern, slots)
 
     def events(self, u, pattern, slots):
         """Event functions, ``≥ 0`` while the mode holds: ``±s_k`` (sign of ``P_k``) for
@@ -306,6 +334,23 @@ class PiecewiseGradientFlow(AbstractDynamics):
     Along the solution ``L(θ_t) = L(θ_0) − ∫_0^t ‖θ̇_s‖² ds`` (through crossings and
     sliding). ``Trajectory.kinks`` (:class:`KinkStats`) reports crossings and sliding.
 
+    **Stiff tails.** Near a minimum ``−∇L_P`` is nearly linear with Jacobian ``−∇²L_P``,
+    and the explicit steps are limited by stability (``h λ_max ≲ 3.3`` for Tsit5), not
+    accuracy. With ``tail="auto"`` (default) a member checks, after every
+    `stiffness_check_steps` of its own steps, the stiffness index ``h·λ_max`` of the
+    current mode's field (``h`` the next step, :func:`gflow_jax.dynamics.tail.stiffness_index`)
+    and, once it is ``≥ stiffness_threshold``, switches for good to a second phase that
+    takes :class:`gflow_jax.ExponentialTail` steps (exprb32: the exact flow of the field
+    linearised with the dense Hessian of ``L_P``, plus an order-3 correction) of the
+    *same* piecewise system: the pattern stays frozen within a step, the event
+    functions are checked at its end and the earliest event is located on the
+    exponential step's dense output (the step ends there, the mode is decided as
+    above, and the next step uses the Hessian of the new pattern), so no step jumps
+    across a kink. Sliding members stay in the tail: its steps integrate the field at
+    ``a + Π(u − a)`` (``a`` the step's start on the surfaces, ``Π`` the projection onto
+    their tangent space there), whose Jacobian ``−Π ∇²L_P Π`` is symmetric; the Newton
+    projection follows every step. ``tail="explicit"`` never switches.
+
     **Arguments:**
 
     - `solver`: an explicit adaptive Runge–Kutta solver of Diffrax with a dense output
@@ -319,6 +364,11 @@ class PiecewiseGradientFlow(AbstractDynamics):
     - `max_sliding`: how many surfaces a state may slide on at once (static); a surface
       met with all slots taken is crossed.
     - `event_iterations`: the most regula-falsi iterations locating one event.
+    - `tail`: ``"auto"`` (exponential stiff-tail phase) or ``"explicit"`` (none).
+    - `stiffness_threshold`: the switching threshold on ``h·λ_max`` (default 2).
+    - `stiffness_check_steps`: the stiffness test runs after every
+      `stiffness_check_steps` steps *of the member* (so the switch never depends on the
+      ensemble's pools or segments).
     """
 
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
@@ -329,7 +379,10 @@ class PiecewiseGradientFlow(AbstractDynamics):
     max_steps: int = eqx.field(static=True, default=2**20)
     max_sliding: int = eqx.field(static=True, default=4)
     event_iterations: int = eqx.field(static=True, default=60)
-    num_phases: ClassVar[int] = 1
+    tail: Literal["auto", "explicit"] = eqx.field(static=True, default="auto")
+    stiffness_threshold: float = 2.0
+    stiffness_check_steps: int = eqx.field(static=True, default=CHECK_STEPS)
+    num_phases: ClassVar[int] = 2
 
     def __check_init__(self):
         if not isinstance(self.solver, diffrax.AbstractERK):
@@ -348,9 +401,15 @@ class PiecewiseGradientFlow(AbstractDynamics):
         positive_int("max_steps", self.max_steps)
         positive_int("max_sliding", self.max_sliding)
         positive_int("event_iterations", self.event_iterations)
+        if self.tail not in ("auto", "explicit"):
+            raise ValueError(f"tail must be 'auto' or 'explicit', got {self.tail!r}.")
+        if not isinstance(self.stiffness_threshold, jax.Array):
+            positive_float("stiffness_threshold", self.stiffness_threshold)
+        positive_int("stiffness_check_steps", self.stiffness_check_steps)
 
     def resolve(self, dtype) -> PiecewiseGradientFlow:
-        """A copy with the tolerances of `dtype` (as arrays) and resolved `stop` rules.
+        """A copy with the tolerances and the stiffness threshold as arrays of `dtype`
+        (values: new ones reuse the compiled programs) and resolved `stop` rules.
 
         **Arguments:**
 
@@ -364,11 +423,46 @@ class PiecewiseGradientFlow(AbstractDynamics):
         rtol = table.rtol if self.rtol is None else self.rtol
         atol = table.atol if self.atol is None else self.atol
         return eqx.tree_at(
-            lambda d: (d.rtol, d.atol, d.stop),
+            lambda d: (d.rtol, d.atol, d.stop, d.stiffness_threshold),
             self,
-            (jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), self.stop.resolve(dtype)),
+            (
+                jnp.asarray(rtol, dtype),
+                jnp.asarray(atol, dtype),
+                self.stop.resolve(dtype),
+                jnp.asarray(self.stiffness_threshold, dtype),
+            ),
             is_leaf=lambda x: x is None,
         )
+
+    @property
+    def changes_phase(self) -> bool:
+        """``True`` unless ``tail="explicit"`` (a member then stays in phase 0)."""
+        return self.tail_solver is not None
+
+    @property
+    def tail_solver(self) -> ExponentialTail | None:
+        """The tail phase's solver, or ``None`` for ``tail="explicit"``."""
+        return None if self.tail == "explicit" else ExponentialTail()
+
+    def segment_length(self, steps: int) -> int:
+        """`steps` rounded up to a multiple of `stiffness_check_steps` (with a tail phase).
+
+        Members are checked at their own multiples of `stiffness_check_steps`, so such
+        segments keep a pool's members in step between checks. Results never depend on it.
+
+        **Arguments:**
+
+        - `steps`: the requested number of steps per segment.
+
+        **Returns:**
+
+        `steps` unchanged for ``tail="explicit"``, else the smallest multiple of
+        `stiffness_check_steps` that is ``≥ steps``.
+        """
+        if self.tail_solver is None:
+            return steps
+        k = self.stiffness_check_steps
+        return -(-steps // k) * k
 
     def save_times(self, save_ts: np.ndarray) -> np.ndarray:
         """The save times, unchanged (dense output interpolates between steps).
@@ -455,6 +549,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
             num_crossings=zero,
             num_slides=jnp.sum(slots >= 0).astype(jnp.int32),
             sliding_time=jnp.zeros((), kinks.dtype),
+            stiff_vector=fixed_unit_vector(u0.size, kinks.dtype),
         )
         code = self._code(kinks, u0, f0)
         return eqx.tree_at(
@@ -509,33 +604,47 @@ class PiecewiseGradientFlow(AbstractDynamics):
         return b, eb - thr < 0
 
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
-        """Take at most `max_steps` steps (accepted or rejected) from `state`.
+        """Take at most `max_steps` steps (accepted or rejected) from `state` in `phase`.
 
-        Each step: a Runge–Kutta step of the current mode's field with error control;
-        if accepted, the event functions (signs of the free switching functions, the
-        Filippov weights of the sliding ones) are checked at its end, the earliest
-        event is located and the step ends there, the mode is decided anew (cross,
-        slide, or leave a sliding surface), sliding states are projected back onto their
-        surfaces, save times inside the step are filled from the dense output, and the
-        stop rules are checked. Finished members are returned unchanged.
+        Each step: a step of the current mode's field with error control (phase 0: the
+        Runge–Kutta `solver`; phase 1: :class:`gflow_jax.ExponentialTail` with the
+        Hessian of the frozen pattern's risk); if accepted, the event functions (signs
+        of the free switching functions, the Filippov weights of the sliding ones) are
+        checked at its end, the earliest event is located on the step's dense output
+        and the step ends there, the mode is decided anew (cross, slide, or leave a
+        sliding surface), sliding states are projected back onto their surfaces, save
+        times inside the step are filled from the dense output, and the stop rules are
+        checked. In phase 0 with a tail, after every `stiffness_check_steps` of the
+        member's steps the stiffness index ``h·λ_max`` is estimated; once it is
+        ``≥ stiffness_threshold`` the member switches to phase 1 (``t_tail`` is set) and
+        this call ends for it. Finished members are returned unchanged.
 
         **Arguments:**
 
         - `problem`: the :class:`Problem` being solved.
         - `state`: the member's :class:`State`.
         - `max_steps`: the most steps in this call (static ``int``).
-        - `phase`: unused (one phase, ``0``).
+        - `phase`: ``0`` (explicit `solver`) or ``1`` (exponential tail; static ``int``).
 
         **Returns:**
 
-        The advanced :class:`State`.
+        The advanced :class:`State`. Raises ``ValueError`` for ``phase=1`` with
+        ``tail="explicit"``.
         """
+        tail = self.tail_solver
+        if phase == TAIL and tail is None:
+            raise ValueError("this PiecewiseGradientFlow has no tail phase (tail='explicit').")
         kinks = _Kinks(problem, state.y)
-        solver = self.solver
         dtype = kinks.dtype
         eps = jnp.finfo(dtype).eps
         t1 = problem.t1
-        term = diffrax.ODETerm(lambda t, u, args: kinks.field(u, *args))
+        if phase == TAIL:
+            solver = tail
+            term = diffrax.ODETerm(lambda t, u, args: kinks.tail_field(u, *args))
+        else:
+            solver = self.solver
+            term = diffrax.ODETerm(lambda t, u, args: kinks.field(u, *args))
+        check = phase == EXPLICIT and tail is not None
         order = solver.order(term)
         end = jnp.minimum(state.num_steps + max_steps, self.max_steps)
         u_start, _ = ravel_pytree(state.y)
@@ -547,10 +656,21 @@ class PiecewiseGradientFlow(AbstractDynamics):
             last = inner.dt >= t1 - t
             t_end = jnp.where(last, t1, t + inner.dt)
             h = t_end - t
-            args = (pattern, slots)
-            u1, err, dense, (_, f1), _ = solver.step(
-                term, t, t_end, u, args, (jnp.asarray(False), inner.f0), jnp.asarray(False)
-            )
+            if phase == TAIL:  # linearised on the surfaces' tangent space at u
+                u1, err, dense, _, _ = solver.step(
+                    term, t, t_end, u, (pattern, slots, u), None, jnp.asarray(False)
+                )
+                f1 = None  # the field at u1 is not a stage of the exponential step
+            else:
+                u1, err, dense, (_, f1), _ = solver.step(
+                    term,
+                    t,
+                    t_end,
+                    u,
+                    (pattern, slots),
+                    (jnp.asarray(False), inner.f0),
+                    jnp.asarray(False),
+                )
             scale = self.atol + self.rtol * jnp.maximum(jnp.abs(u), jnp.abs(u1))
             errn = jnp.sqrt(jnp.mean((err / scale) ** 2))
             accept = jnp.isfinite(errn) & (errn <= 1)
@@ -589,8 +709,11 @@ class PiecewiseGradientFlow(AbstractDynamics):
             def refresh(u):
                 return kinks.field(u, new_pattern, new_slots)
 
-            f_new = jax.lax.cond(eqxi.unvmap_any(event | sliding), refresh, lambda u: f1, u_new)
-            f_new = jnp.where(event | sliding, f_new, f1)
+            if f1 is None:
+                f_new = refresh(u_new)
+            else:
+                f_new = jax.lax.cond(eqxi.unvmap_any(event | sliding), refresh, lambda u: f1, u_new)
+                f_new = jnp.where(event | sliding, f_new, f1)
             old_in, new_in = kinks.in_slots(slots), kinks.in_slots(new_slots)
             # transversal crossings and releases from a sliding surface
             flips = jnp.sum((new_pattern != pattern) & ~new_in & ~old_in & kinks.valid)
@@ -632,13 +755,14 @@ class PiecewiseGradientFlow(AbstractDynamics):
                 num_crossings=inner.num_crossings + jnp.where(accept, flips, 0).astype(jnp.int32),
                 num_slides=inner.num_slides + jnp.where(accept, entered, 0).astype(jnp.int32),
                 sliding_time=inner.sliding_time + jnp.where(accept & slid, t_new - t, 0),
+                stiff_vector=inner.stiff_vector,
             )
             new = State(
                 t=jnp.where(accept, t_new, t),
                 y=st.y,
                 num_steps=num_steps,
                 num_rejected=st.num_rejected + (~accept).astype(jnp.int32),
-                num_tail_steps=st.num_tail_steps,
+                num_tail_steps=st.num_tail_steps + int(phase == TAIL),
                 saved=saved,
                 path=path,
                 phase=st.phase,
@@ -647,15 +771,54 @@ class PiecewiseGradientFlow(AbstractDynamics):
                 t_tail=st.t_tail,
                 inner=new_inner,
             )
-            return new, jnp.where(accept, u_new, u)
+            u_new = jnp.where(accept, u_new, u)
+            if check:
+                new = self._maybe_switch(kinks, new, u_new)
+            return new, u_new
 
         def cond(c):
             st, _ = c
-            return ~st.finished & (st.num_steps < end)
+            return ~st.finished & (st.num_steps < end) & (st.phase == phase)
 
         st, u = jax.lax.while_loop(cond, step, (state, u_start))
         st = eqx.tree_at(lambda s: s.y, st, kinks.unravel(u))
         return jtu.tree_map(lambda a, b: jnp.where(state.finished, a, b), state, st)
+
+    def _maybe_switch(self, kinks: _Kinks, state: State, u: Float[Array, " p"]) -> State:
+        """At the member's own check points (every `stiffness_check_steps` steps), switch a
+        live member to the tail phase once ``h·λ_max ≥ stiffness_threshold``: ``h`` the
+        next step, ``λ_max`` of the Jacobian of the current mode's field at `u`."""
+        inner = state.inner
+        due = ~state.finished & (state.num_steps % self.stiffness_check_steps == 0)
+
+        def estimate(u):
+            def field(v):
+                return kinks.field(v, inner.pattern, inner.slots)
+
+            return stiffness_index(field, u, inner.dt, inner.stiff_vector)
+
+        def skip(u):
+            return jnp.zeros((), kinks.dtype), inner.stiff_vector
+
+        index, vector = jax.lax.cond(eqxi.unvmap_any(due), estimate, skip, u)
+        switch = due & (index >= self.stiffness_threshold)
+        new_inner = eqx.tree_at(
+            lambda i: (i.err_prev, i.stiff_vector),
+            inner,
+            (
+                jnp.where(switch, jnp.ones_like(inner.err_prev), inner.err_prev),
+                jnp.where(due, vector, inner.stiff_vector),
+            ),
+        )
+        return eqx.tree_at(
+            lambda s: (s.phase, s.t_tail, s.inner),
+            state,
+            (
+                jnp.where(switch, jnp.int8(TAIL), state.phase),
+                jnp.where(switch, state.t, state.t_tail),
+                new_inner,
+            ),
+        )
 
     def finish(self, problem: Problem, state: State, params0: PyTree) -> Trajectory:
         """:meth:`AbstractDynamics.finish`, with ``Trajectory.kinks`` (:class:`KinkStats`).
