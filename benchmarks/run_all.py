@@ -43,15 +43,15 @@ BENCHMARKS: dict[str, tuple[list[str], int]] = {
     "cost_growth": (
         [
             "--batches",
-            "64,256,1024,4096",
+            "64,256,1024",
             "--widths",
-            "4,16,64,256",
+            "4,16,64",
             "--points",
             "64,256,1024",
             "--depths",
             "1,2,4",
         ],  # fmt: skip
-        300,
+        360,
     ),
 }
 

@@ -64,12 +64,19 @@ def _one_neuron(model, risk, t1, ts, dynamics=None):
     return gf.integrate(model, risk, t1, dynamics, save_ts=ts, save_path=True)
 
 
-PIECEWISE = gf.PiecewiseGradientFlow(rtol=1e-10, atol=1e-12)
-# the exponential tail from a member's 8th step on (stiffness threshold ~0): every later
-# step, crossing, sliding entry and release happens in the tail phase
+# The two configurations differ only in the stiffness threshold, a traced value, so they
+# share one compilation per problem layout. PIECEWISE never switches (the threshold is
+# out of reach): Tsit5 with the pattern frozen throughout. FORCED switches to the
+# exponential tail at a member's 8th step: every later step, crossing, sliding entry
+# and release happens in the tail phase.
+PIECEWISE = gf.PiecewiseGradientFlow(
+    rtol=1e-10, atol=1e-12, stiffness_threshold=1e300, stiffness_check_steps=8
+)
 FORCED = gf.PiecewiseGradientFlow(
     rtol=1e-10, atol=1e-12, stiffness_threshold=1e-12, stiffness_check_steps=8
 )
+# the default threshold (2): the tail once explicit steps are stability-limited
+STIFF = gf.PiecewiseGradientFlow(rtol=1e-10, atol=1e-12, stiffness_check_steps=8)
 # the sliding onset t* is a save time: no save interval straddles the jump of θ̇ there
 DENSE_TS = np.sort(np.append(np.linspace(0.0, 4.0, 4001), T_STAR))
 
@@ -278,8 +285,7 @@ def test_limit_is_classified_inside_the_final_pattern():
 
 
 def test_tail_engages_near_a_minimum_and_is_exact_on_a_quadratic_pattern():
-    """The limit example with the default tail settings (threshold 2, checked every 128
-    steps), from θ₀ = fit + 0.2 q_slow − 0.05 q_fast: the member stays in the pattern
+    """The limit example with the default threshold (2, checked every 8 steps), from θ₀ = fit + 0.2 q_slow − 0.05 q_fast: the member stays in the pattern
     (off at x₁) whose risk is quadratic, ``θ(t) = fit + exp(−Ht)(θ₀ − fit)`` with the
     off-side Hessian ``H`` (``λ = 0.045, 9.95``). Once explicit steps reach the
     stability limit the member switches to the exponential tail, which is exact on
@@ -297,7 +303,7 @@ def test_tail_engages_near_a_minimum_and_is_exact_on_a_quadratic_pattern():
     exact = fit + (q @ (np.exp(-np.outer(lam, ts)) * (q.T @ (theta0 - fit))[:, None])).T
     s = exact @ np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])  # s_i = w x_i + b
     assert np.all(s[:, 0] < 0) and np.all(s[:, 1:] > 0)  # one pattern all along
-    traj = _one_neuron(model, risk, t1, ts)
+    traj = _one_neuron(model, risk, t1, ts, STIFF)
     assert float(traj.t_stop) == t1
     assert int(traj.kinks.num_crossings) == 0 and int(traj.kinks.num_slides) == 0
     np.testing.assert_allclose(_flat_path(traj), exact, rtol=0, atol=1e-9)
@@ -477,13 +483,13 @@ def test_energy_identity_through_crossings(tail, crossing, crossing_tail):
 def test_tail_agrees_with_tight_reference_near_a_minimum(crossing):
     """Another initialisation (key 0) of the crossing problem's network crosses twice,
     never slides, and converges to a zero of the risk inside one pattern; with the
-    default settings it switches to the exponential tail at t ≈ 125 (risk ≈ 1e-6). Path
+    default threshold it switches to the exponential tail at t ≈ 125 (risk ≈ 1e-6). Path
     and risk agree with the tight plain reference (no sliding: the same solution) up to
     t = 200 (risk ≈ 1e-10), before and after the switch."""
     _, risk, _ = crossing
     model = gf.ShallowReLU(1, 3, key=jax.random.key(0))
     t1 = 200.0
-    traj = _integrate_crossing(model, risk, t1)
+    traj = _integrate_crossing(model, risk, t1, STIFF)
     assert 100 < float(traj.t_tail) < 150 and int(traj.num_tail_steps) > 0
     assert int(traj.kinks.num_crossings) >= 2 and int(traj.kinks.num_slides) == 0
     at, _ = _plain_reference(model, risk, t1)
