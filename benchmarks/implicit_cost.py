@@ -12,9 +12,12 @@ float64, one CPU thread pool as configured by XLA.
    ``(N, m)``; also the number of Picard steps.
 2. **Iterations vs γ‖A‖₂.** For ``N = 32``, ``m = 64``: Picard and Newton iterations
    to the default tolerance (``1e-10``) against the prediction
-   ``⌈log(1e-10)/log(γ‖A‖₂)⌉``, and the cost of ``value_and_grad``.
+   ``⌈log(1e-10)/log(γ‖A‖₂)⌉``, and the cost of ``value_and_grad``. The JSON also
+   records ``picard_newton_max_diff``, the largest entry of ``|z_Picard − z_Newton|``
+   (both solve the same fixed-point problem; for the tests, not in the table).
 
-Writes JSON to ``benchmarks/out/implicit_cost.json`` and prints Markdown tables.
+Writes JSON to ``implicit_cost.json`` in ``--out`` (default ``benchmarks/out/``) and
+prints Markdown tables.
 
     python -m benchmarks.implicit_cost           # full
     python -m benchmarks.implicit_cost --quick   # fewer sizes and repeats
@@ -112,6 +115,7 @@ def iterations_vs_contraction(gammas, n: int, m: int, repeats: int) -> list[dict
                 picard_residual=float(jnp.max(eq.residual)),
                 newton_steps=int(eq_n.num_steps),
                 newton_residual=float(jnp.max(eq_n.residual)),
+                picard_newton_max_diff=float(jnp.max(jnp.abs(eq.z - eq_n.z))),
                 value_and_grad_ms=1e3 * t,
             )
         )
@@ -148,6 +152,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     repeats = args.repeats or (5 if args.quick else 20)
     sizes = [(16, 16), (32, 64)] if args.quick else [(16, 16), (32, 32), (32, 128), (64, 64),
@@ -167,8 +172,8 @@ def main(argv=None) -> dict:
         vector_field_cost=cost,
         iterations_vs_contraction=iters,
     )
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "implicit_cost.json").write_text(json.dumps(result, indent=2))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "implicit_cost.json").write_text(json.dumps(result, indent=2))
     print()
     print(markdown(cost, iters))
     return result
