@@ -286,8 +286,9 @@ def test_limit_is_classified_inside_the_final_pattern():
 
 def test_tail_engages_near_a_minimum_and_is_exact_on_a_quadratic_pattern():
     """The limit example with the default threshold (2, checked every 8 steps), from
-    θ₀ = fit + 0.2 q_slow − 0.05 q_fast: the member stays in the pattern (off at x₁) whose risk is quadratic, ``θ(t) = fit + exp(−Ht)(θ₀ − fit)`` with the
-    off-side Hessian ``H`` (``λ = 0.045, 9.95``). Once explicit steps reach the
+    θ₀ = fit + 0.2 q_slow − 0.05 q_fast: the member stays in the pattern (off at x₁)
+    whose risk is quadratic, ``θ(t) = fit + exp(−Ht)(θ₀ − fit)`` with the off-side
+    Hessian ``H`` (``λ = 0.045, 9.95``). Once explicit steps reach the
     stability limit the member switches to the exponential tail, which is exact on
     a quadratic risk: its steps grow geometrically, far fewer than the
     ``(t₁ − t_tail)·λ_max/3.5`` steps that Tsit5's stability alone would need."""
