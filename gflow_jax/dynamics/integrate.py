@@ -144,37 +144,52 @@ def run_to_end(dynamics: AbstractDynamics, problem: Problem, state: State) -> St
 
 
 @eqx.filter_jit
-def _integrate(dynamics, problem, params, limits, throw: bool) -> Trajectory:
+def _integrate(dynamics, problem, params, limits) -> Trajectory:
     state = dynamics.init(problem, params)
     state = run_to_end(dynamics, problem, state)
     traj = dynamics.finish(problem, state, params)
-    traj = eqx.tree_at(
+    return eqx.tree_at(
         lambda t: (t.limit, t.decay),
         traj,
         (limit_of(problem, traj, limits), decay_of(traj)),
         is_leaf=lambda x: x is None,
     )
-    if throw:
-        failures = [v for v in SolverVerdict if v.failed]
-        messages = tuple(
-            f"integrate: the ODE solver failed ({v.name}) before any stop rule or t1 was "
-            "reached. Loosen the controller's rtol/atol, use a solver suited to stiff flows, "
-            "or pass throw=False to get a SOLVER_FAILED outcome with this verdict instead."
-            for v in failures
-        )
-        index = jnp.argmax(jnp.asarray([traj.verdict == v for v in failures]))
-        t_stop = eqx.branched_error_if(
-            traj.t_stop, traj.outcome == Outcome.SOLVER_FAILED, index, messages
-        )
-        t_stop = eqx.error_if(
-            t_stop,
-            traj.final_risk < -dynamics.stop.risk_tol,
-            "integrate: risk(model) became negative (below -Stop.risk_tol). A risk must be "
-            "non-negative (e.g. a sum of squares): this one is wrong or unbounded below, "
-            "so the flow was stopped as DIVERGED, never CONVERGED. Fix the risk, or pass "
-            "throw=False to get the DIVERGED trajectory.",
-        )
-        traj = eqx.tree_at(lambda t: t.t_stop, traj, t_stop)
+
+
+_FAILED = tuple(v for v in SolverVerdict if v.failed)
+_SOLVER_FAILED = (
+    "integrate: the ODE solver failed ({}) before any stop rule or t1 was reached. Loosen "
+    "the controller's rtol/atol, use a solver suited to stiff flows, or pass throw=False "
+    "to get a SOLVER_FAILED outcome with this verdict instead."
+)
+_NEGATIVE_RISK = (
+    "integrate: risk(model) became negative (below -Stop.risk_tol). A risk must be "
+    "non-negative (e.g. a sum of squares): this one is wrong or unbounded below, so the "
+    "flow was stopped as DIVERGED, never CONVERGED. Fix the risk, or pass throw=False to "
+    "get the DIVERGED trajectory."
+)
+
+
+def _raise_on_failure(traj: Trajectory, risk_tol) -> Trajectory:
+    """``throw=True``: raise if the solver failed or the risk became negative.
+
+    On concrete results (the usual call) the check runs on the host and raises a
+    ``RuntimeError``, so the compiled program has no host callback (JAX's persistent
+    compilation cache skips programs with callbacks); inside a user's ``jit`` it is an
+    ``eqx.error_if`` on the traced results.
+    """
+    failed = traj.outcome == Outcome.SOLVER_FAILED
+    negative = traj.final_risk < -risk_tol
+    if isinstance(traj.t_stop, jax.core.Tracer):
+        index = jnp.argmax(jnp.asarray([traj.verdict == v for v in _FAILED]))
+        messages = tuple(_SOLVER_FAILED.format(v.name) for v in _FAILED)
+        t_stop = eqx.branched_error_if(traj.t_stop, failed, index, messages)
+        t_stop = eqx.error_if(t_stop, negative, _NEGATIVE_RISK)
+        return eqx.tree_at(lambda t: t.t_stop, traj, t_stop)
+    if bool(failed):
+        raise RuntimeError(_SOLVER_FAILED.format(SolverVerdict(int(traj.verdict)).name))
+    if bool(negative):
+        raise RuntimeError(_NEGATIVE_RISK)
     return traj
 
 
@@ -212,7 +227,8 @@ def integrate(
 
     **Returns:**
 
-    A :class:`gflow_jax.Trajectory`. Everything runs in one jitted program.
+    A :class:`gflow_jax.Trajectory`. Everything runs in one jitted program (with
+    `throw`, its failure check then runs on the host: a ``RuntimeError``).
     """
     params, static, dtype = check_problem(model, risk)
     save_path = check_bool("save_path", save_path)
@@ -220,4 +236,5 @@ def integrate(
     dynamics, problem = make_problem(dynamics, dtype, risk, static, t1, n_save, save_ts, save_path)
     if limits is not None:
         one_of_types("limits", limits, LimitAnalysis, "a gflow_jax.LimitAnalysis or None")
-    return _integrate(dynamics, problem, params, limits, throw)
+    traj = _integrate(dynamics, problem, params, limits)
+    return _raise_on_failure(traj, dynamics.stop.risk_tol) if throw else traj
