@@ -522,10 +522,10 @@ class GradientFlow(AbstractDynamics):
         `steps` unchanged for ``tail="explicit"``, else the smallest multiple of
         `stiffness_check_steps` that is ``≥ steps``.
         """
-        if self.tail_solver is None:
-            return steps
-        k = self.stiffness_check_steps
-        return -(-steps // k) * k
+        from .tail import checked_segment_length
+
+        tail = self.tail_solver is not None
+        return checked_segment_length(steps, self.stiffness_check_steps if tail else None)
 
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
         """Continue the member's ``diffeqsolve`` in `phase` for at most `max_steps` steps.

@@ -74,7 +74,7 @@ from ..risks.empirical import EmpiricalRisk
 from .base import AbstractDynamics, State, initial_state
 from .flow import CHECK_STEPS, EXPLICIT, TAIL
 from .problem import Problem
-from .tail import ExponentialTail, stiffness_index
+from .tail import ExponentialTail, checked_segment_length, stiffness_index
 from .trajectory import Trajectory
 
 _SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
@@ -459,10 +459,8 @@ class PiecewiseGradientFlow(AbstractDynamics):
         `steps` unchanged for ``tail="explicit"``, else the smallest multiple of
         `stiffness_check_steps` that is ``≥ steps``.
         """
-        if self.tail_solver is None:
-            return steps
-        k = self.stiffness_check_steps
-        return -(-steps // k) * k
+        tail = self.tail_solver is not None
+        return checked_segment_length(steps, self.stiffness_check_steps if tail else None)
 
     def save_times(self, save_ts: np.ndarray) -> np.ndarray:
         """The save times, unchanged (dense output interpolates between steps).

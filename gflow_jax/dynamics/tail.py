@@ -397,3 +397,25 @@ def stiffness_index(
     _, jvp = jax.linearize(lambda u: ravel_pytree(field(unravel(u)))[0], y_flat)
     lam, v_new = power_iteration(jvp, jnp.asarray(v, y_flat.dtype), iters)
     return jnp.asarray(dt, lam.dtype) * lam, v_new
+
+
+def checked_segment_length(steps: int, check_steps: int | None) -> int:
+    """A segment length that keeps a pool's members in step between stiffness checks.
+
+    Members start at step 0 and are checked at their own multiples of `check_steps`, so
+    segments of such multiples keep them in step (no member idles while others finish a
+    check interval). Results never depend on it.
+
+    **Arguments:**
+
+    - `steps`: the requested number of steps per segment (a positive ``int``).
+    - `check_steps`: the stiffness-check interval in steps, or ``None`` (no tail phase).
+
+    **Returns:**
+
+    `steps` for ``check_steps=None``, else the smallest multiple of `check_steps` that is
+    ``≥ steps``.
+    """
+    if check_steps is None:
+        return steps
+    return -(-steps // check_steps) * check_steps
