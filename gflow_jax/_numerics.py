@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, PyTree
+from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
 
 
 def tree_sq_norm(tree: PyTree) -> Float[Array, ""]:
@@ -123,3 +123,27 @@ def pl_ratio(value: Float[ArrayLike, ""], grad_sq: Float[ArrayLike, ""]) -> Floa
     value, grad_sq = jnp.asarray(value), jnp.asarray(grad_sq)
     positive = value > 0
     return jnp.where(positive, grad_sq / jnp.where(positive, value, 1.0), jnp.nan)
+
+
+def finite_eigh(
+    matrix: Float[Array, "p p"],
+) -> tuple[Float[Array, " p"], Float[Array, "p p"], Bool[Array, ""]]:
+    """``eigh`` of a symmetric matrix that may be non-finite, without handing LAPACK a NaN.
+
+    LAPACK's symmetric eigensolvers iterate; on a matrix with ``NaN`` or ``inf`` entries
+    some builds loop or crash the process (seen as a dead test worker), so a non-finite
+    matrix is replaced by ``0`` before the call and reported through `finite`. Callers
+    must treat ``finite = False`` as a failed evaluation (e.g. an infinite step error).
+
+    **Arguments:**
+
+    - `matrix`: a symmetric ``p × p`` matrix (only its lower triangle is read).
+
+    **Returns:**
+
+    ``(eigenvalues ascending, eigenvectors as columns, finite)``; for a non-finite
+    `matrix` the eigen-decomposition of the zero matrix and ``finite = False``.
+    """
+    finite = jnp.all(jnp.isfinite(matrix))
+    lam, vecs = jnp.linalg.eigh(jnp.where(finite, matrix, 0), symmetrize_input=False)
+    return lam, vecs, finite

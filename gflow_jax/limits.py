@@ -37,6 +37,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._defaults import defaults
+from ._numerics import finite_eigh
 
 __all__ = [
     "DecayFit",
@@ -432,9 +433,8 @@ def _local(loss, theta):
     dtype = theta.dtype
     value, grad, hess = value.astype(dtype), grad.astype(dtype), hess.astype(dtype)
     hess = 0.5 * (hess + hess.T)
-    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & jnp.all(jnp.isfinite(hess))
-    # eigh never sees a non-finite matrix (the state is flagged as failed instead)
-    lam, vecs = jnp.linalg.eigh(jnp.where(finite, hess, 0), symmetrize_input=False)
+    lam, vecs, hess_finite = finite_eigh(hess)  # a non-finite state is flagged as failed
+    finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & hess_finite
     return value, grad, lam, vecs, finite
 
 

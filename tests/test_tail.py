@@ -286,3 +286,24 @@ def test_float32_reaches_closed_form():
         exact = THETA_STAR + ROT @ (np.exp(-lambdas * t) * (ROT.T @ (THETA0 - THETA_STAR)))
         assert _rel(y, exact, scale) < 1e-4, t
     assert int(sol.stats["num_steps"]) < 100
+
+
+def test_non_finite_jacobian_is_a_rejected_step_and_never_reaches_lapack():
+    # LAPACK's eigh iterates; on NaN/inf input some builds crash the process (a CI worker
+    # died in the exponential tail of a diverging batch member). The step must hand it a
+    # finite matrix and report an infinite error (rejected step) instead.
+    from gflow_jax._numerics import finite_eigh
+
+    bad = jnp.asarray([[1.0, jnp.nan], [jnp.nan, 2.0]])
+    lam, vecs, finite = finite_eigh(bad)
+    assert not bool(finite) and np.all(np.isfinite(lam)) and np.all(np.isfinite(vecs))
+    lam, vecs, finite = finite_eigh(jnp.asarray([[2.0, 1.0], [1.0, 2.0]]))
+    assert bool(finite)
+    np.testing.assert_allclose(lam, [1.0, 3.0], rtol=1e-14)
+    np.testing.assert_allclose(np.abs(vecs), np.sqrt(0.5), rtol=1e-14)
+
+    step = jax.jit(lambda y0: ExponentialTail().step(TERM, 0.0, 0.1, y0, QUARTIC, None, False))
+    for y0 in (jnp.full(P, 1e200), jnp.full(P, jnp.nan)):  # ∇²L = 12 θ² overflows; NaN
+        _, err, info, _, _ = step(y0)
+        assert np.all(np.isinf(np.asarray(err)))
+        assert np.all(np.isfinite(info["mu"])) and np.all(np.isfinite(info["q"]))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._checks import positive_int
-from .._numerics import power_iteration
+from .._numerics import finite_eigh, power_iteration
 from ._common import check_model_risk, flat_loss, warn_if_not_smooth
 
 __all__ = ["hessian_norm", "hvp", "lanczos_norm", "operator_norm"]
@@ -92,7 +92,8 @@ def lanczos_norm(
     carry = (jnp.zeros((k, p), dtype), zeros, zeros, q0, jnp.zeros_like(q0), jnp.zeros((), dtype))
     _, alphas, betas, *_ = jax.lax.fori_loop(0, k, body, carry)
     T = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
-    return jnp.max(jnp.abs(jnp.linalg.eigvalsh(T)))
+    lam, _, finite = finite_eigh(T)
+    return jnp.where(finite, jnp.max(jnp.abs(lam)), jnp.nan)
 
 
 def operator_norm(

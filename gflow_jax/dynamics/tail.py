@@ -22,7 +22,7 @@ import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
 
-from .._numerics import power_iteration
+from .._numerics import finite_eigh, power_iteration
 
 # Taylor coefficients of φ3(z) = Σ_j z^j/(j+3)!, highest power first (for Horner): enough
 # terms for |z| < 1 to round-off in float64.
@@ -314,7 +314,7 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
         field = _flat_field(terms, args, unravel, dtype)
 
         jac, f0 = jax.jacfwd(lambda u: (lambda f: (f, f))(field(t0, u)), has_aux=True)(u0)
-        mu, q = jnp.linalg.eigh(0.5 * (jac + jac.T))
+        mu, q, jac_finite = finite_eigh(0.5 * (jac + jac.T))
         g_hat = q.T @ f0
         phi1, phi3 = phi1_phi3(h * mu)
         du_hat = h * phi1 * g_hat  # eigen-coordinates of U − u_n
@@ -324,7 +324,7 @@ class ExponentialTail(diffrax.AbstractAdaptiveSolver):
         error = q @ (2 * h * phi3 * d_hat)
         u1 = stage + error
 
-        finite = jnp.all(jnp.isfinite(u1)) & jnp.all(jnp.isfinite(error))
+        finite = jac_finite & jnp.all(jnp.isfinite(u1)) & jnp.all(jnp.isfinite(error))
         error = jnp.where(finite, error, jnp.inf)
         dense_info = dict(y0=y0, h=h, q=q, mu=mu, g_hat=g_hat, d_hat=d_hat)
         return unravel(u1), unravel(error), dense_info, None, diffrax.RESULTS.successful

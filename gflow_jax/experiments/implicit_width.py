@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._numerics import finite_eigh
 from ..certificates.rates import tail_rate
 from ..dynamics import GradientDescent, GradientFlow
 from ..engine import run_ensemble
@@ -178,7 +179,8 @@ def _features(model: ImplicitReLU, x):
     eq = model.equilibrium(x)
     z = eq.z
     gram = z @ z.T / model.width
-    lam = jnp.maximum(jnp.linalg.eigvalsh(gram)[0], 0.0)
+    eigenvalues, _, finite = finite_eigh(gram)
+    lam = jnp.where(finite, jnp.maximum(eigenvalues[0], 0.0), jnp.nan)
     if model.width < x.shape[0]:
         lam = jnp.zeros_like(lam)
     return lam, jnp.sum(z * z), eq.success, model.contraction()
