@@ -47,13 +47,19 @@ from .ensemble import Ensemble, architecture
 from .limits import LimitAnalysis
 from .models.base import partition
 
+#: Pools shrink by this factor (see :func:`_pool_size`).
+SHRINK = 8
 #: The smallest pool the scheduler shrinks to (see :func:`_schedule`).
 MIN_POOL = 16
 #: Stragglers run unbatched, one after the other (pools of 1), once at most this many
-#: members of a phase are left (per backend; see :func:`_schedule`). On a CPU a pool-of-1
-#: step costs ~2x a batched member-step, so a pool of 16 with 4 live members already
-#: costs 2x more per useful step; on a GPU a step is launch-bound whatever the pool.
-SOLO_MAX = {"cpu": 4}
+#: members of a phase are left, and at most a quarter of the pool (per backend; see
+#: :func:`_schedule`). On a CPU a batched member-step costs about the same whatever the
+#: pool (12–15 µs on the benchmark workload, pools of 64–256) and a pool-of-1 step only
+#: ~1.3x that (18 µs), so a pool less than 3/4 full already costs more per useful step
+#: than solo runs; measured on the heavy-tailed empirical workload (B = 256): 4 -> 36 s,
+#: 32 -> 28 s, 64 -> 24 s, 128 -> 28 s (longer solo queues, more calls). On a GPU a
+#: step is launch-bound whatever the pool, so only the last member runs solo.
+SOLO_MAX = {"cpu": 64}
 #: A pool of 1 runs segments of at least this many times `segment_steps` steps.
 SOLO_SEGMENTS = 64
 #: Only ensembles whose pool holds at least this many members go solo (a pool of 1 is one
@@ -232,8 +238,8 @@ def _pool_size(members: int, cap: int, min_pool: int) -> int:
     while pools still shrink with the survivors of a heavy tail.
     """
     size = cap
-    while size // 8 >= max(members, min_pool):
-        size //= 8
+    while size // SHRINK >= max(members, min_pool):
+        size //= SHRINK
     return size
 
 
@@ -454,11 +460,12 @@ def _schedule(dynamics, problem, params, frozen, limits, chunk_size, segment_ste
     # phase (measured on the demo: 52 s with one pool shape, 70 s with two, 87 s with four).
     min_pool = min(cap, MIN_POOL)
     # Stragglers (at most `solo_max` live members of a phase, queue empty) run unbatched,
-    # one after the other: on a CPU a pool-of-1 step costs ~2x a batched member-step
-    # (benchmarks/README.md §5), against 16 slots per straggler in the smallest pool, so
-    # heavy-tailed ensembles no longer pay the pool for their slowest members. A pool of
-    # 1 is one more compiled shape, so only ensembles of >= SOLO_FROM members go solo.
-    solo_max = SOLO_MAX.get(device.platform, 1) if compact and cap >= SOLO_FROM else 0
+    # one after the other (see SOLO_MAX), so heavy-tailed ensembles no longer pay a
+    # mostly empty pool for their slowest members. A pool of 1 is one more compiled
+    # shape, so only ensembles of >= SOLO_FROM members go solo.
+    solo_max = 0
+    if compact and cap >= SOLO_FROM:
+        solo_max = min(SOLO_MAX.get(device.platform, 1), cap // 4)
     # rows: the members, padded to a power of two (fewer compiled shapes); the last
     # row is the scratch row of empty slots
     rows = max(_next_pow2(batch + 1), cap)
@@ -501,11 +508,9 @@ def _schedule(dynamics, problem, params, frozen, limits, chunk_size, segment_ste
         slots = np.full(size, scratch, np.int32)
         slots[: members.size] = members[:size]
         # return to the host (to re-pack) once the queue is empty and at most `shrink`
-        # members are live: to the next smaller pool, or from the smallest to solo runs
-        if compact and size // 8 >= min_pool:
-            shrink = size // 8
-        else:
-            shrink = solo_max if size > 1 else 0
+        # members are live: to the next smaller pool, or to solo runs
+        shrink = size // SHRINK if compact and size // SHRINK >= min_pool else 0
+        shrink = max(shrink, solo_max) if size > 1 else 0
         # smaller pools run longer segments; the budget and the stiffness checks are the
         # members' own (counted in their states), so `seg` only sets the speed. A pool of
         # 1 has nothing to re-pack (a finished member ends its segment at once and is
