@@ -325,8 +325,11 @@ def run_ensemble(
       results.
     - `t1`: the time horizon (``math.inf``: to the limit, i.e. until a stop rule fires or
       the step budget is spent).
-    - `dynamics`: :class:`gflow_jax.GradientFlow` (default) or
-      :class:`gflow_jax.GradientDescent`.
+    - `dynamics`: any :class:`gflow_jax.AbstractDynamics` (`GradientFlow`,
+      `PiecewiseGradientFlow`, `GradientDescent`); ``None`` picks
+      ``PiecewiseGradientFlow()`` for an :class:`gflow_jax.EmpiricalRisk` of a
+      `ShallowReLU` or a ReLU `DeepMLP` (kinks as events, sliding modes), and
+      ``GradientFlow()`` otherwise.
     - `n_save`, `save_ts`: the save grid, as in :func:`gflow_jax.integrate`. With
       ``t1 = inf`` the stored grid is trimmed to the times some member reached.
     - `limits`: options of the limit classification (``None`` skips it).

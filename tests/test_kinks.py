@@ -581,3 +581,26 @@ def test_applies_and_refuses_other_problems():
     smooth = gf.DeepMLP((1, 3, 1), "tanh", key=jax.random.key(0))
     with pytest.raises(TypeError, match="PiecewiseGradientFlow"):
         gf.integrate(smooth, risk, 1.0, gf.PiecewiseGradientFlow(), limits=None)
+
+
+def test_default_dynamics_is_piecewise_exactly_where_it_applies():
+    from gflow_jax.dynamics.integrate import make_problem
+
+    def chosen(model, risk):
+        _, static = partition(model)
+        dynamics, _ = make_problem(None, jnp.float64, risk, static, 1.0, 4, None, False)
+        return type(dynamics)
+
+    model, risk = crossing_problem()
+    key = jax.random.key(0)
+    population = gf.PopulationRisk.uniform_1d(gf.Affine(2.0, 1.0), 0.0, 1.0)
+    implicit = gf.ImplicitReLU(1, 3, gamma=0.5, init="spectral", key=key)
+    assert chosen(model, risk) is gf.PiecewiseGradientFlow
+    assert chosen(gf.DeepMLP((1, 3, 3, 1), "relu", key=key), risk) is gf.PiecewiseGradientFlow
+    assert chosen(gf.DeepMLP((1, 3, 1), "tanh", key=key), risk) is gf.GradientFlow
+    assert chosen(model, population) is gf.GradientFlow  # exact risk: smooth enough
+    assert chosen(implicit, risk) is gf.GradientFlow  # not supported (yet)
+    # the old behaviour stays selectable: an explicit GradientFlow is used as given
+    dynamics, _ = make_problem(gf.GradientFlow(), jnp.float64, risk, partition(model)[1], 1.0,
+                               4, None, False)  # fmt: skip
+    assert type(dynamics) is gf.GradientFlow

@@ -26,6 +26,8 @@ from ..outcomes import Outcome, SolverVerdict
 from .analysis import decay_of, limit_of
 from .base import AbstractDynamics, State
 from .flow import GradientFlow
+from .piecewise import PiecewiseGradientFlow
+from .piecewise import applies as piecewise_applies
 from .problem import Problem, check_horizon, check_save_ts, save_grid
 from .trajectory import Trajectory
 
@@ -57,6 +59,29 @@ def check_problem(model: PyTree, risk, *, what: str = "model") -> tuple[PyTree, 
     return params, static, dtype
 
 
+def default_dynamics(model: PyTree, risk) -> AbstractDynamics:
+    """The dynamics ``integrate`` and ``run_ensemble`` use when given ``dynamics=None``.
+
+    ``PiecewiseGradientFlow()`` where it applies (an :class:`gflow_jax.EmpiricalRisk` of a
+    :class:`gflow_jax.ShallowReLU` or of a ReLU :class:`gflow_jax.DeepMLP`: the gradient
+    field jumps where a kink crosses a data point, and this flow locates the crossings
+    as events and integrates sliding modes), ``GradientFlow()`` otherwise. Pass
+    ``GradientFlow()`` explicitly for the plain flow of the generalised gradient on such
+    risks (``relu'(0) = 0``; same solution off sliding surfaces, many rejected steps at
+    the kinks).
+
+    **Arguments:**
+
+    - `model`: the model (its arrays may be abstract or partitioned out).
+    - `risk`: the risk callable.
+
+    **Returns:**
+
+    A fresh, unresolved :class:`AbstractDynamics`.
+    """
+    return PiecewiseGradientFlow() if piecewise_applies(model, risk) else GradientFlow()
+
+
 def make_problem(
     dynamics: AbstractDynamics | None,
     dtype,
@@ -71,7 +96,8 @@ def make_problem(
 
     **Arguments:**
 
-    - `dynamics`: an :class:`AbstractDynamics`, or ``None`` for ``GradientFlow()``.
+    - `dynamics`: an :class:`AbstractDynamics`, or ``None`` for
+      :func:`default_dynamics` of the model and risk.
     - `dtype`: the floating dtype of the trainable arrays (resolves the defaults; the
       problem's ``t1`` and ``save_ts`` have it).
     - `risk`: ``risk(model) -> L``.
@@ -90,7 +116,7 @@ def make_problem(
     """
     t1 = check_horizon(t1)
     if dynamics is None:
-        dynamics = GradientFlow()
+        dynamics = default_dynamics(static, risk)
     one_of_types(
         "dynamics",
         dynamics,
@@ -213,8 +239,11 @@ def integrate(
     - `risk`: ``risk(model) -> L``, a non-negative float scalar.
     - `t1`: the time horizon; ``math.inf`` runs until a stop rule fires or the step
       budget is spent (flows *to the limit*).
-    - `dynamics`: :class:`gflow_jax.GradientFlow` (default ``GradientFlow()``) or
-      :class:`gflow_jax.GradientDescent`.
+    - `dynamics`: any :class:`gflow_jax.AbstractDynamics` (`GradientFlow`,
+      `PiecewiseGradientFlow`, `GradientDescent`); ``None`` picks
+      ``PiecewiseGradientFlow()`` for an :class:`gflow_jax.EmpiricalRisk` of a
+      `ShallowReLU` or a ReLU `DeepMLP` (kinks as events, sliding modes), and
+      ``GradientFlow()`` otherwise.
     - `n_save`: number of save times of the default log-spaced grid
       (``[t1·10⁻⁶, t1]``, or ``[10⁻⁴, 10¹²]`` for ``t1 = inf``), or pass `save_ts`.
     - `save_path`: also keep θ at the save times.

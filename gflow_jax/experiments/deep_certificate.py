@@ -21,7 +21,9 @@ initialisation with output scale ``M``; ``"lecun"``, ``"he"``, ``"ntk"``: Gaussi
    lower ``α̂``, i.e. make the certificate more conservative);
 2. **flow** — :func:`gflow_jax.run_ensemble` integrates the gradient flow
    (:class:`gflow_jax.GradientFlow`, Tsit5 with the default controller and stiff-tail
-   phase) of every seed to ``t1`` (run first, so its end points can enter step 1);
+   phase; :class:`gflow_jax.PiecewiseGradientFlow` for ``activation="relu"``, whose
+   risk has kinks at the data) of every seed to ``t1`` (run first, so its end points
+   can enter step 1);
    *converged* = outcome ``CONVERGED`` (``f ≤ risk_tol``).
 
 **Loss normalisation.** :class:`gflow_jax.EmpiricalRisk` with default weights is the mean
@@ -50,7 +52,7 @@ from jax.flatten_util import ravel_pytree
 from ..certificates.ball import batched_ball_criterion
 from ..certificates.rates import tail_rate
 from ..certificates.search import SearchOptions
-from ..dynamics import GradientFlow
+from ..dynamics import GradientFlow, PiecewiseGradientFlow
 from ..engine import run_ensemble
 from ..models.activations import ACTIVATIONS
 from ..models.base import partition
@@ -216,7 +218,9 @@ def _cell(
     flat0 = jax.vmap(lambda p: ravel_pytree(p)[0])(params0)
 
     # -- the flows ------------------------------------------------------------------
-    dynamics = GradientFlow(stop=Stop(risk_tol=config.risk_tol), max_steps=config.max_steps)
+    # a ReLU network (for comparison) has kinks at the data: the kink-aware flow
+    flow = PiecewiseGradientFlow if config.activation == "relu" else GradientFlow
+    dynamics = flow(stop=Stop(risk_tol=config.risk_tol), max_steps=config.max_steps)
     ens = run_ensemble(
         make,
         risk,
