@@ -32,8 +32,22 @@ outcomes and the fractions of members by final risk
 deviation of the final risks from a tight reference (``PiecewiseGradientFlow`` at rtol
 ``1e-10`` with ``tail="explicit"``, a vmapped ``integrate``, whose ``KinkStats`` give
 the crossings and the members that slide) on the members that never slid, and on those
-of them that ran to ``t1`` in the row and the reference (no stop rule met). Writes JSON
-to ``--out`` (default ``benchmarks/out/kinks.json``).
+of them that ran to ``t1`` in the row and the reference (no stop rule met). GD's chunk
+program is compiled by a one-chunk call with the same shapes, so its wall time excludes
+compilation too. Writes JSON to ``--out`` (default ``benchmarks/out/kinks.json``) and the
+Markdown (also printed, last) next to it (``kinks.md``): a ``Machine:`` line, a table
+with one row per method run (and the reference's median final risk and outcomes), and a
+table of the issue's targets (max/median steps ≤ 3; wall ≤ 2× GD; final risk = reference
+to 1e-6 relative on the members that never slid and ran to ``t1``) for each piecewise
+row, with the measured value and whether it is reached.
+
+Cost: the reference (a lockstep vmap of Tsit5 at rtol 1e-10) and the first, compiling
+run of each piecewise row dominate. ``--skip-explicit`` and ``--skip-plain`` skip the two
+expensive rows (the explicit row took 14–24× the tail row's time); ``--warmup short``
+compiles each piecewise row by a run to ``t = 1e-3`` instead of the whole run (its wall
+time then includes the compilation of the tail phase and of shrunken pools: an upper
+bound); ``--t1`` shortens every row and the reference. The ``make bench`` size
+(``benchmarks/run_all.py``) is ``--n 64 --skip-explicit --skip-plain``.
 
     python -m benchmarks.kinks --n 256
 """
@@ -43,8 +57,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -108,31 +124,42 @@ def _risk_bands(risks) -> dict:
             ">=1e-3": float(np.mean(r >= 1e-3))}  # fmt: skip
 
 
-def gd_run(risk, keys, lr: float, t1: float, goal: float, chunk: int = 500):
-    """Vmapped GD in chunks until the median risk is ≤ `goal` (or t1/lr iterations)."""
-    models = eqx.filter_vmap(init)(keys)
-    params, static = partition(models)
+@eqx.filter_jit
+def _gd_chunk(params, static, risk, lr: float, chunk: int):
+    """`chunk` GD iterations of every member (vmapped), and the members' risks after them."""
 
     def loss(p, s):
         return risk(eqx.combine(p, s))
 
-    @eqx.filter_jit
-    def run_chunk(params):
-        def one(p, s):
-            def body(_, p):
-                g = jax.grad(loss)(p, s)
-                return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g)
+    def one(p, s):
+        def body(_, p):
+            g = jax.grad(loss)(p, s)
+            return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g)
 
-            p = jax.lax.fori_loop(0, chunk, body, p)
-            return p, loss(p, s)
+        p = jax.lax.fori_loop(0, chunk, body, p)
+        return p, loss(p, s)
 
-        return jax.vmap(one)(params, static)
+    return jax.vmap(one)(params, static)
 
+
+@eqx.filter_jit
+def _gd_risks(params, static, risk):
+    return jax.vmap(lambda p, s: risk(eqx.combine(p, s)))(params, static)
+
+
+def gd_run(risk, keys, lr: float, t1: float, goal: float, chunk: int = 500):
+    """Vmapped GD in chunks until the median risk is ≤ `goal` (or t1/lr iterations).
+
+    The chunk program is compiled once per (number of members, `lr`, `chunk`): a call
+    with the same `keys` shape and ``t1 = lr`` (one chunk) compiles what a timed call runs.
+    """
+    models = eqx.filter_vmap(init)(keys)
+    params, static = partition(models)
     budget = int(math.ceil(t1 / lr))
-    previous = jax.vmap(loss)(params, static)
+    previous = _gd_risks(params, static, risk)
     iterations, stable = 0, True
     while iterations < budget:
-        params, risks = run_chunk(params)
+        params, risks = _gd_chunk(params, static, risk, lr, chunk)
         risks.block_until_ready()
         iterations += chunk
         if not bool(jnp.all(jnp.isfinite(risks))) or bool(jnp.any(risks > previous * (1 + 1e-12))):
@@ -141,8 +168,143 @@ def gd_run(risk, keys, lr: float, t1: float, goal: float, chunk: int = 500):
         previous = risks
         if float(jnp.median(risks)) <= goal:
             break
-    return {"iterations": iterations, "median_risk": float(jnp.median(previous)),
-            "stable": stable, "risk_bands": _risk_bands(previous)}  # fmt: skip
+    return {"iterations": iterations, "budget_iterations": budget, "goal": goal,
+            "median_risk": float(jnp.median(previous)), "stable": stable,
+            "risk_bands": _risk_bands(previous)}  # fmt: skip
+
+
+#: the targets of issue 13, checked on every piecewise row: (key, text, threshold)
+TARGETS = (
+    ("max_over_median", "max/median steps ≤ 3", 3.0),
+    ("wall_over_gd", "wall ≤ 2× GD reaching the same median risk", 2.0),
+    (
+        "risk_rel_dev_no_sliding_to_t1_max",
+        "final risk = reference to 1e-6 relative (members that never slid and ran to t1)",
+        1e-6,
+    ),
+)
+
+LABELS = {
+    "piecewise": "`PiecewiseGradientFlow`, tail",
+    "piecewise_explicit": '`PiecewiseGradientFlow`, `tail="explicit"`',
+    "plain": "plain `GradientFlow`",
+}
+
+
+def targets(rows: dict) -> list[dict]:
+    """The targets on every piecewise row: the measured value and whether it is reached.
+
+    A target whose value was not measured (no GD row; no member that never slid and ran
+    to ``t1``) has ``value`` and ``reached`` ``None``.
+    """
+    out = []
+    for key, text, threshold in TARGETS:
+        for name in ("piecewise", "piecewise_explicit"):
+            if name in rows:
+                value = rows[name].get(key)
+                reached = None if value is None else bool(value <= threshold)
+                out.append({"target": text, "method": name, "key": key,
+                            "threshold": threshold, "value": value,
+                            "reached": reached})  # fmt: skip
+    return out
+
+
+def _fmt_outcomes(outcomes: dict) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(outcomes.items()))
+
+
+def _fmt(x, spec: str, none: str = "—") -> str:
+    return none if x is None else format(x, spec)
+
+
+def markdown(result: dict) -> str:
+    """The run's Markdown: a ``Machine:`` line, the rows table and the targets table."""
+    m, rows = result["meta"], result["rows"]
+    lines = [
+        f"Machine: {m['machine']}, {m['devices']} JAX device(s) ({m['device_kind']}); "
+        f"n = {m['n']}, t1 = {m['t1']:g}, rtol {m['rtol']:g}, atol {m['atol']:g}; reference "
+        f'`PiecewiseGradientFlow` rtol {m["ref_rtol"]:g}, `tail="explicit"` '
+        f"({rows['reference']['wall_s_with_compilation']:.1f} s with compilation); "
+        + (
+            "wall times exclude compilation (piecewise rows run twice, the second timed)"
+            if m["warmup"] == "full"
+            else "piecewise wall times include part of the compilation (short warm-up)"
+        )
+        + "; max rel. dev.: final risk against the reference's on the members that never "
+        "slid and ran to t1 (no stop rule met) in the row and the reference.",
+        "",
+        "| method | steps median / p99 / max | max/median | rejected | wall (s) | wall ÷ GD "
+        "| median final risk | max rel. dev. (members) | outcomes |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name in ("piecewise", "piecewise_explicit", "plain"):
+        if name not in rows:
+            continue
+        r = rows[name]
+        label = LABELS[name]
+        outcomes = _fmt_outcomes(r["outcomes"])
+        if name == "plain":
+            label += f", cap {m['plain_max_steps']}"
+            outcomes += f" ({r['capped_members']} at the cap)"
+        dev = r["risk_rel_dev_no_sliding_to_t1_max"]
+        lines.append(
+            f"| {label} | {r['median']:.0f} / {r['p99']:.0f} / {r['max']} | "
+            f"{r['max_over_median']:.2f} | {r['rejected_fraction']:.2%} | {r['wall_s']:.2f} | "
+            f"{_fmt(r.get('wall_over_gd'), '.1f')} | {r['median_final_risk']:.4e} | "
+            f"{_fmt(dev, '.1e')} ({r['members_no_sliding_to_t1']}) | {outcomes} |"
+        )
+    if "GD" in rows:
+        g = rows["GD"]
+        lines.append(
+            f"| GD, η = {g['learning_rate']:g} | {g['iterations']} / {g['iterations']} / "
+            f"{g['iterations']} | 1.00 | — | {g['wall_s']:.2f} | 1.0 | {g['median_risk']:.4e} "
+            "| — | — |"
+        )
+    ref = rows["reference"]
+    lines.append(
+        f"| reference (rtol {m['ref_rtol']:g}) | | | | | | {ref['median_final_risk']:.4e} | "
+        f"| {_fmt_outcomes(ref['outcomes'])} |"
+    )
+    lines += ["", "| target | method | measured | verdict |", "|---|---|---:|---|"]
+    for t in result["targets"]:
+        r = rows[t["method"]]
+        if t["value"] is None:
+            measured, verdict = "—", "not measured"
+        else:
+            verdict = "reached" if t["reached"] else "not reached"
+            if t["key"] == "wall_over_gd":
+                measured = f"{t['value']:.1f}×"
+            elif t["key"] == "max_over_median":
+                measured = f"{t['value']:.2f}"
+            else:
+                measured = f"{t['value']:.1e} ({r['members_no_sliding_to_t1']} members)"
+        lines.append(f"| {t['target']} | {LABELS[t['method']]} | {measured} | {verdict} |")
+    return "\n".join(lines)
+
+
+def _deviations(row: dict, ens, ref, slid, t1: float) -> None:
+    """The final-risk deviations of `ens` from the reference, into `row`."""
+    ref_risk = np.asarray(ref.final_risk)
+    rel = np.abs(np.asarray(ens.final_risk) - ref_risk) / np.maximum(np.abs(ref_risk), 1e-300)
+    row["risk_rel_dev_no_sliding_max"] = float(rel[~slid].max()) if (~slid).any() else None
+    row["risk_rel_dev_no_sliding_median"] = float(np.median(rel[~slid])) if (~slid).any() else None
+    row["risk_rel_dev_sliding_max"] = float(rel[slid].max()) if slid.any() else None
+    # members that neither slid nor met a stop rule (row and reference ran to t1): the
+    # final risk of a stopped member is the risk at the end of the step that met the
+    # rule, so it measures the step length there, not the accuracy of the path
+    full = ~slid & (np.asarray(ens.t_stop) == t1) & (np.asarray(ref.t_stop) == t1)
+    row["members_no_sliding_to_t1"] = int(full.sum())
+    row["risk_rel_dev_no_sliding_to_t1_max"] = float(rel[full].max()) if full.any() else None
+    row["risk_rel_dev_no_sliding_to_t1_median"] = (
+        float(np.median(rel[full])) if full.any() else None
+    )
+    row["risk_rel_dev_per_member"] = rel.tolist()
+    row["final_risk_per_member"] = np.asarray(ens.final_risk).tolist()
+    row["t_stop_per_member"] = np.asarray(ens.t_stop).tolist()
+    row["steps_per_member"] = np.asarray(ens.num_steps).tolist()
+    row["tail_steps_per_member"] = np.asarray(ens.num_tail_steps).tolist()
+    row["outcomes"] = _outcomes(ens.outcome)
+    row["risk_bands"] = _risk_bands(ens.final_risk)
 
 
 def main(argv=None) -> dict:
@@ -157,6 +319,15 @@ def main(argv=None) -> dict:
     p.add_argument("--skip-explicit", action="store_true")
     p.add_argument("--out", type=Path, default=OUT / "kinks.json")
     p.add_argument("--ref-rtol", type=float, default=1e-10)
+    p.add_argument(
+        "--warmup",
+        choices=["full", "short"],
+        default="full",
+        help="full (default): each piecewise row is run twice and the second run timed "
+        "(compilation excluded); short: compiled by a run to t1 = 1e-3 like the plain row "
+        "(the timed run then includes the compilation of the tail phase and of shrunken "
+        "pools, so its wall time is an upper bound)",
+    )
     args = p.parse_args(argv)
 
     risk = workload_risk()
@@ -170,13 +341,15 @@ def main(argv=None) -> dict:
             continue
         pw = gf.PiecewiseGradientFlow(rtol=args.rtol, atol=args.atol, tail=tail)
 
-        # warm-up: the whole run (it compiles every pool shape of both phases, which a
-        # short run does not reach), then the timed run
-        def run(pw=pw):
-            return gf.run_ensemble(init, risk, keys, args.t1, pw, **common)
+        def run(pw=pw, t1=args.t1):
+            return gf.run_ensemble(init, risk, keys, t1, pw, **common)
 
-        ens, wall = _warm(run, run)
-        rows[name] = {"wall_s": wall, **_steps(ens),
+        # full warm-up: the whole run (it compiles every pool shape of both phases, which
+        # a short run does not reach), then the timed run
+        start = time.perf_counter()
+        ens, wall = _warm(run, run if args.warmup == "full" else partial(run, t1=1e-3))
+        rows[name] = {"wall_s": wall, "wall_s_with_warmup": time.perf_counter() - start,
+                      **_steps(ens),
                       "median_final_risk": float(np.median(ens.final_risk))}  # fmt: skip
         if tail == "auto":
             t_tail = np.asarray(ens.t_tail)
@@ -204,7 +377,7 @@ def main(argv=None) -> dict:
 
         @eqx.filter_jit
         def run(params):
-            return jax.vmap(lambda p: _integrate(dyn, problem, p, None, False))(params)
+            return jax.vmap(lambda p: _integrate(dyn, problem, p, None))(params)
 
         return run(params)
 
@@ -230,7 +403,7 @@ def main(argv=None) -> dict:
     print("kinks (reference)", rows["piecewise"], flush=True)
     goal = rows["piecewise"]["median_final_risk"]
     for lr in sorted(args.lrs, reverse=True):
-        gd_run(risk, keys[:16], lr, 2 * 500 * lr, goal)  # compile
+        gd_run(risk, keys, lr, lr, goal)  # compile: one chunk, the same shapes
         start = time.perf_counter()
         out = gd_run(risk, keys, lr, args.t1, goal)
         wall = time.perf_counter() - start
@@ -239,33 +412,9 @@ def main(argv=None) -> dict:
             print("GD", rows["GD"], flush=True)
             break
 
-    ref_risk = np.asarray(ref.final_risk)
     for name, ens in flows.items():
-        rel = np.abs(np.asarray(ens.final_risk) - ref_risk) / np.maximum(np.abs(ref_risk), 1e-300)
-        row = rows[name]
-        row["risk_rel_dev_no_sliding_max"] = float(rel[~slid].max()) if (~slid).any() else None
-        row["risk_rel_dev_no_sliding_median"] = (
-            float(np.median(rel[~slid])) if (~slid).any() else None
-        )
-        row["risk_rel_dev_sliding_max"] = float(rel[slid].max()) if slid.any() else None
-        # members that neither slid nor met a stop rule (row and reference ran to t1): the
-        # final risk of a stopped member is the risk at the end of the step that met the
-        # rule, so it measures the step length there, not the accuracy of the path
-        full = ~slid & (np.asarray(ens.t_stop) == args.t1) & (np.asarray(ref.t_stop) == args.t1)
-        row["members_no_sliding_to_t1"] = int(full.sum())
-        row["risk_rel_dev_no_sliding_to_t1_max"] = float(rel[full].max()) if full.any() else None
-        row["risk_rel_dev_no_sliding_to_t1_median"] = (
-            float(np.median(rel[full])) if full.any() else None
-        )
-        row["risk_rel_dev_per_member"] = rel.tolist()
-        row["final_risk_per_member"] = np.asarray(ens.final_risk).tolist()
-        row["t_stop_per_member"] = np.asarray(ens.t_stop).tolist()
-        row["steps_per_member"] = np.asarray(ens.num_steps).tolist()
-        row["tail_steps_per_member"] = np.asarray(ens.num_tail_steps).tolist()
-        row["outcomes"] = _outcomes(ens.outcome)
-        row["risk_bands"] = _risk_bands(ens.final_risk)
-        if "GD" in rows:
-            row["wall_over_gd"] = row["wall_s"] / rows["GD"]["wall_s"]
+        _deviations(rows[name], ens, ref, slid, args.t1)
+    ref_risk = np.asarray(ref.final_risk)
     rows["reference"] = {
         "wall_s_with_compilation": ref_wall,
         "outcomes": _outcomes(ref.outcome),
@@ -288,29 +437,53 @@ def main(argv=None) -> dict:
             lambda: gf.run_ensemble(init, risk, keys, 1e-3, plain, **common),
         )
         capped = np.asarray(ens.num_steps) >= args.plain_max_steps
-        rel_plain = np.abs(np.asarray(ens.final_risk) - np.asarray(ref.final_risk)) / np.maximum(
-            np.abs(np.asarray(ref.final_risk)), 1e-300
+        rel_plain = np.abs(np.asarray(ens.final_risk) - ref_risk) / np.maximum(
+            np.abs(ref_risk), 1e-300
         )
         ok = ~slid & ~capped
         rows["plain"] = {"wall_s": wall, **_steps(ens), "capped_members": int(capped.sum()),
                          "median_final_risk": float(np.median(ens.final_risk)),
-                         "outcomes": _outcomes(ens.outcome),
-                         "risk_bands": _risk_bands(ens.final_risk),
                          "risk_rel_dev_no_sliding_uncapped_max":
-                             float(rel_plain[ok].max()) if ok.any() else None,
-                         "risk_rel_dev_sliding_max":
-                             float(rel_plain[slid].max()) if slid.any() else None}  # fmt: skip
-        print("plain", rows["plain"], flush=True)
+                             float(rel_plain[ok].max()) if ok.any() else None}  # fmt: skip
+        _deviations(rows["plain"], ens, ref, slid, args.t1)
+        print("plain", {k: v for k, v in rows["plain"].items() if "per_member" not in k})
+    for name in ("piecewise", "piecewise_explicit", "plain"):
+        if name in rows and "GD" in rows:
+            rows[name]["wall_over_gd"] = rows[name]["wall_s"] / rows["GD"]["wall_s"]
 
+    device = jax.devices()[0]
     result = {
         "workload": "ShallowReLU(1, 16), N(0,1) init, v/4; EmpiricalRisk 2x+1 on 64 points of "
         f"[0, 1]; t1 = {args.t1}; rtol {args.rtol}, atol {args.atol}; n = {args.n}",
         "machine": platform.processor() or platform.machine(),
+        "meta": {
+            "machine": f"{platform.machine()} {os.cpu_count()} cores",
+            "devices": len(jax.devices()),
+            "device_kind": str(device.device_kind),
+            "jax": jax.__version__,
+            "n": args.n,
+            "t1": args.t1,
+            "rtol": args.rtol,
+            "atol": args.atol,
+            "ref_rtol": args.ref_rtol,
+            "warmup": args.warmup,
+            "plain_max_steps": args.plain_max_steps,
+        },  # fmt: skip
         "rows": rows,
     }
-    args.out.parent.mkdir(exist_ok=True)
+    result["targets"] = targets(rows)
+    table = markdown(result)
+    result["markdown"] = table
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(rows | {"reference": "(per-member lists omitted)"}, indent=2))
+    args.out.with_suffix(".md").write_text(table + "\n")
+    summary = {
+        name: {k: v for k, v in row.items() if not isinstance(v, list)}
+        for name, row in rows.items()
+    }
+    print(json.dumps(summary, indent=2))
+    print()
+    print(table, flush=True)
     return result
 
 

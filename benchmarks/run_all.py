@@ -57,6 +57,9 @@ BENCHMARKS: dict[str, tuple[list[str], int]] = {
         ],  # fmt: skip
         360,
     ),
+    # the tail row, the tight reference and GD at B = 64, t1 = 1000 (measured 143 s; 193 s
+    # under load 2-4); the explicit and plain rows take 700-1000 s each at this size
+    "kinks": (["--n", "64", "--skip-explicit", "--skip-plain"], 300),
 }
 
 
