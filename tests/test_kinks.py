@@ -604,3 +604,23 @@ def test_default_dynamics_is_piecewise_exactly_where_it_applies():
     dynamics, _ = make_problem(gf.GradientFlow(), jnp.float64, risk, partition(model)[1], 1.0,
                                4, None, False)  # fmt: skip
     assert type(dynamics) is gf.GradientFlow
+
+
+def test_quadrature_population_risk_is_the_weighted_sum_over_its_nodes():
+    # a quadrature PopulationRisk is Σ_k ω_k ‖N(x_k) − f(x_k)‖²: the kink-aware flow of it
+    # is the flow of the EmpiricalRisk with its nodes, targets and weights
+    model, _ = crossing_problem()
+    quadrature = gf.PopulationRisk(lambda x: jnp.abs(x[:, 0]) + 0.5 * x[:, 0],
+                                   gf.Uniform(-1.0, 1.0, 1), 8)  # fmt: skip
+    same = gf.EmpiricalRisk(quadrature.x, quadrature.y, weights=quadrature.weights)
+    assert applies(model, quadrature)
+    a = _integrate_crossing(model, quadrature, T_CROSS)
+    b = _integrate_crossing(model, same, T_CROSS)
+    assert int(a.kinks.num_crossings) >= 1  # the flow crossed kinks at the nodes
+    assert int(a.kinks.num_crossings) == int(b.kinks.num_crossings)
+    assert int(a.num_steps) == int(b.num_steps)
+    np.testing.assert_allclose(_flat_path(a), _flat_path(b), rtol=1e-12, atol=1e-14)
+    # the default dynamics of a quadrature risk stays GradientFlow (see default_dynamics)
+    from gflow_jax.dynamics.integrate import default_dynamics
+
+    assert type(default_dynamics(model, quadrature)) is gf.GradientFlow

@@ -23,6 +23,7 @@ from .._checks import (
 from ..limits import LimitAnalysis
 from ..models.base import partition
 from ..outcomes import Outcome, SolverVerdict
+from ..risks.empirical import EmpiricalRisk
 from .analysis import decay_of, limit_of
 from .base import AbstractDynamics, State
 from .flow import GradientFlow
@@ -62,13 +63,18 @@ def check_problem(model: PyTree, risk, *, what: str = "model") -> tuple[PyTree, 
 def default_dynamics(model: PyTree, risk) -> AbstractDynamics:
     """The dynamics ``integrate`` and ``run_ensemble`` use when given ``dynamics=None``.
 
-    ``PiecewiseGradientFlow()`` where it applies (an :class:`gflow_jax.EmpiricalRisk` of a
-    :class:`gflow_jax.ShallowReLU` or of a ReLU :class:`gflow_jax.DeepMLP`: the gradient
+    ``PiecewiseGradientFlow()`` for an :class:`gflow_jax.EmpiricalRisk` of a
+    :class:`gflow_jax.ShallowReLU` or of a ReLU :class:`gflow_jax.DeepMLP` (the gradient
     field jumps where a kink crosses a data point, and this flow locates the crossings
     as events and integrates sliding modes), ``GradientFlow()`` otherwise. Pass
     ``GradientFlow()`` explicitly for the plain flow of the generalised gradient on such
     risks (``relu'(0) = 0``; same solution off sliding surfaces, many rejected steps at
-    the kinks).
+    the kinks). A quadrature :class:`gflow_jax.PopulationRisk` gets ``GradientFlow()``
+    although ``PiecewiseGradientFlow`` can integrate it: its jumps shrink with the node
+    weights while its crossings grow with the number of nodes (each one ends a step),
+    so the kink-aware flow pays off only for coarse rules (measured, width 16 on
+    ``U[0, 1]``: 256 nodes, the same wall time with 5x fewer steps for the slowest
+    member; 4 096 nodes, over 600 s against 22 s).
 
     **Arguments:**
 
@@ -79,7 +85,9 @@ def default_dynamics(model: PyTree, risk) -> AbstractDynamics:
 
     A fresh, unresolved :class:`AbstractDynamics`.
     """
-    return PiecewiseGradientFlow() if piecewise_applies(model, risk) else GradientFlow()
+    if isinstance(risk, EmpiricalRisk) and piecewise_applies(model, risk):
+        return PiecewiseGradientFlow()
+    return GradientFlow()
 
 
 def make_problem(

@@ -71,6 +71,7 @@ from ..models.base import is_well_posed
 from ..outcomes import Outcome, SolverVerdict, Stop, classify
 from ..risks._kinks import has_pattern_forward, masked_outputs
 from ..risks.empirical import EmpiricalRisk
+from ..risks.population import PopulationRisk
 from .base import AbstractDynamics, State, initial_state
 from .flow import CHECK_STEPS, EXPLICIT, TAIL
 from .problem import Problem
@@ -137,10 +138,12 @@ def applies(model: PyTree, risk) -> bool:
 
     **Returns:**
 
-    ``True`` for an :class:`gflow_jax.EmpiricalRisk` of a :class:`gflow_jax.ShallowReLU`
-    or of a ReLU :class:`gflow_jax.DeepMLP` with a hidden layer (a Python ``bool``).
+    ``True`` for a weighted sum over points ``Σ_i ω_i ‖N_θ(x_i) − y_i‖²`` of a
+    :class:`gflow_jax.ShallowReLU` or of a ReLU :class:`gflow_jax.DeepMLP` with a hidden
+    layer: an :class:`gflow_jax.EmpiricalRisk`, or a quadrature
+    :class:`gflow_jax.PopulationRisk` (its nodes are the points; a Python ``bool``).
     """
-    return isinstance(risk, EmpiricalRisk) and has_pattern_forward(model)
+    return isinstance(risk, (EmpiricalRisk, PopulationRisk)) and has_pattern_forward(model)
 
 
 def _slot_mask(slots: Int[Array, " k"], m: int) -> Bool[Array, " m"]:
@@ -156,9 +159,10 @@ class _Kinks:
         model = problem.model(params)
         if not applies(model, problem.risk):
             raise TypeError(
-                "PiecewiseGradientFlow integrates an EmpiricalRisk of a ShallowReLU or a "
-                f"ReLU DeepMLP; got a {type(problem.risk).__name__} of a "
-                f"{type(model).__name__}. Use gflow_jax.GradientFlow() for other problems."
+                "PiecewiseGradientFlow integrates an EmpiricalRisk (or a quadrature "
+                "PopulationRisk) of a ShallowReLU or a ReLU DeepMLP; got a "
+                f"{type(problem.risk).__name__} of a {type(model).__name__}. Use "
+                "gflow_jax.GradientFlow() for other problems."
             )
         self.problem = problem
         flat, self.unravel = ravel_pytree(params)
@@ -321,7 +325,8 @@ class PiecewiseGradientFlow(AbstractDynamics):
     """The gradient flow of an empirical ReLU risk, kinks as events, sliding as such.
 
     Integrates the Filippov solution of ``dθ/dt = −∇L(θ)`` for an
-    :class:`gflow_jax.EmpiricalRisk` of a :class:`gflow_jax.ShallowReLU` or a ReLU
+    :class:`gflow_jax.EmpiricalRisk` (or a quadrature :class:`gflow_jax.PopulationRisk`,
+    whose nodes are the points) of a :class:`gflow_jax.ShallowReLU` or a ReLU
     :class:`gflow_jax.DeepMLP`: explicit Runge–Kutta steps with the activation pattern
     frozen, switching-surface crossings located on the dense output (the step ends
     there), sliding modes integrated on the surface (projected field) until their
