@@ -1,6 +1,6 @@
 """Run every benchmark at its `make bench` size and regenerate ``benchmarks/README.md``.
 
-    python -m benchmarks.run_all              # what `make bench` runs (about 20 min, 2 cores)
+    python -m benchmarks.run_all              # what `make bench` runs (17 min on 2 cores, measured)
     python -m benchmarks.run_all --only peers cost_growth
     python -m benchmarks.run_all --no-readme  # run, but leave the README alone
 
