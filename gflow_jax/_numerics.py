@@ -131,8 +131,8 @@ def finite_eigh(
     """``eigh`` of a symmetric matrix that may be non-finite, without handing LAPACK a NaN.
 
     LAPACK's symmetric eigensolvers iterate; on a matrix with ``NaN`` or ``inf`` entries
-    some builds loop or crash the process (seen as a dead test worker), so a non-finite
-    matrix is replaced by ``0`` before the call and reported through `finite`. Callers
+    their result is undefined (some builds loop or fail), so a non-finite matrix is
+    replaced by ``0`` before the call and reported through `finite`. Callers
     must treat ``finite = False`` as a failed evaluation (e.g. an infinite step error).
 
     **Arguments:**
