@@ -502,6 +502,34 @@ def test_tail_agrees_with_tight_reference_near_a_minimum(crossing):
     np.testing.assert_allclose(np.asarray(traj.risk)[index], risk_ref, rtol=1e-7)
 
 
+def test_a_dead_unit_on_a_surface_stays_dead_in_the_tail():
+    """A width-3 network (key 0) on 6 points of [0, 1], target 2x + 1, with unit 2 dead
+    and its kink on the data point x = 0 (``w = −1, b = 0``: ``s = −x ≤ 0``, ``= 0``
+    exactly at x = 0). On the off side its field is exactly 0, so the flow keeps it
+    dead: the explicit steps do (exact zeros), and so must the exponential tail, whose
+    linear algebra (``eigh`` of a Hessian with flat directions) mixes coordinates at
+    rounding level: a rounding-size ``s > 0`` is not a crossing. (Before the event
+    threshold had a rounding margin, the tail "crossed" there, the repelling on-side
+    field took over and the unit came alive: ``b`` reached 0.57.)"""
+    x = jnp.linspace(0.0, 1.0, 6)[:, None]
+    risk = gf.EmpiricalRisk(x, 2 * x + 1)
+    model = gf.ShallowReLU(1, 3, key=jax.random.key(0))
+    model = eqx.tree_at(lambda m: (m.w, m.b), model,
+                        (model.w.at[2, 0].set(-1.0), model.b.at[2].set(0.0)))  # fmt: skip
+    assert float(model.switching_functions(risk.x)[0, 2]) == 0.0
+    t1 = 50.0
+    explicit = _integrate_crossing(model, risk, t1)
+    tail = _integrate_crossing(model, risk, t1, FORCED)
+    assert int(tail.num_tail_steps) > 1000
+    assert np.all(np.asarray(explicit.path.b[:, 2]) == 0.0)
+    assert np.all(np.asarray(explicit.path.w[:, 2, 0]) == -1.0)
+    assert np.max(np.abs(np.asarray(tail.path.b[:, 2]))) < 1e-15
+    np.testing.assert_allclose(np.asarray(tail.path.w[:, 2, 0]), -1.0, rtol=0, atol=1e-15)
+    assert int(tail.kinks.num_crossings) == int(explicit.kinks.num_crossings)
+    assert int(tail.kinks.num_slides) == int(explicit.kinks.num_slides)
+    np.testing.assert_allclose(_flat(tail.path), _flat(explicit.path), rtol=0, atol=1e-8)
+
+
 def test_ensemble_equals_per_member(crossing):
     """`run_ensemble` (pools of 4 refilled from a queue, 16-step segments, one pool per
     phase) gives each member exactly its `integrate` solve. With a low stiffness

@@ -181,6 +181,18 @@ class _Kinks:
     def switch(self, u) -> Float[Array, " m"]:
         return self.model(u).switching_functions(self.x).reshape(-1)
 
+    def rounding(self, u) -> Float[Array, " m"]:
+        """How far rounding can move each ``s_k``: the change of ``s_k`` when every
+        parameter moves by ``64 ε (|u_i| + ‖u‖_∞)`` (relative rounding, plus the mixing of
+        coordinates by a step's linear algebra), bounded by the switching functions of the
+        network with weights ``|u_i| + ‖u‖_∞`` and inputs ``|x|`` (for a shallow network
+        ``64 ε ((|w_j| + U)·|x_i| + |b_j| + U)``; ReLU is the identity on non-negative
+        inputs, so the deep bound is the same, layer by layer)."""
+        eps = jnp.finfo(self.dtype).eps
+        a = jnp.abs(u)
+        s_abs = self.model(a + jnp.max(a)).switching_functions(jnp.abs(self.x)).reshape(-1)
+        return 64 * eps * s_abs
+
     def _masked_risk(self, u, mask, shift):
         out = masked_outputs(
             self.model(u), self.x, mask.reshape(self.shape), shift.reshape(self.shape)
@@ -688,7 +700,11 @@ class PiecewiseGradientFlow(AbstractDynamics):
             # events
             e0 = kinks.events(u, pattern, slots)
             e1 = kinks.events(u1, pattern, slots)
-            thr = jnp.minimum(e0, 0)
+            # an event is a sign change beyond rounding: a state on a surface it does not
+            # slide on (a dead unit, ``s_k = 0`` with a tangent field) must not "cross" it
+            # by the rounding of a step (the exponential step mixes coordinates at ~ε)
+            tol = jnp.concatenate([kinks.rounding(u), jnp.zeros(slots.shape, dtype)])
+            thr = jnp.minimum(e0, 0) - tol
             event = accept & jnp.any(e1 - thr < 0)
             t_ev, hit = self._locate(
                 kinks, pattern, slots, interp, t, t_end, e0, jnp.where(event, e1, e0), thr, event
