@@ -557,6 +557,131 @@ def test_ensemble_equals_per_member(crossing):
 
 
 # --------------------------------------------------------------------------------------
+# Implicit networks z = relu(γAz + Wx): the pattern-frozen equilibrium is linear per point
+# --------------------------------------------------------------------------------------
+
+
+def implicit_problem():
+    """6 points on the unit sphere of R³, target sin(2x₁), width 6, γ = 0.5 (spectral
+    init), weights ½. Key 1 crosses twice before t = 1, then slides on one surface from
+    t ≈ 1.5 on (found by running it; asserted below)."""
+    x = jax.random.normal(jax.random.key(5), (6, 3))
+    x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
+    risk = gf.EmpiricalRisk(x, jnp.sin(2 * x[:, :1]), weights=jnp.full((6,), 0.5))
+    model = gf.ImplicitReLU(3, 6, gamma=0.5, key=jax.random.key(1), init="spectral")
+    return model, risk
+
+
+IMPLICIT_TS = np.linspace(0.0, 8.0, 1601)
+
+
+@pytest.fixture(scope="module")
+def implicit_flow():
+    model, risk = implicit_problem()
+    traj = gf.integrate(model, risk, 8.0, FORCED, save_ts=IMPLICIT_TS, save_path=True,
+                        limits=None)  # fmt: skip
+    return model, risk, traj
+
+
+@pytest.mark.parametrize("input_map", ["linear", "relu"])
+def test_implicit_pattern_forward_is_the_equilibrium(input_map):
+    """On its own pattern the frozen-pattern solve gives the model's outputs and switching
+    functions (the model's are Picard iterates, to its tolerance 1e-10)."""
+    from gflow_jax.risks._kinks import pattern_switching_functions
+
+    model = gf.ImplicitReLU(3, 6, gamma=0.9, key=jax.random.key(1), init="spectral",
+                            input_map=input_map, use_bias=True)  # fmt: skip
+    x = jax.random.normal(jax.random.key(2), (5, 3))
+    s = model.switching_functions(x)
+    assert s.shape == (5, 6 if input_map == "linear" else 12)
+    mask = (s > 0).astype(x.dtype)
+    np.testing.assert_allclose(masked_outputs(model, x, mask), model(x), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(pattern_switching_functions(model, x, mask), s, rtol=0, atol=1e-8)
+
+
+def test_implicit_jump_is_the_signal_over_one_minus_the_self_feedback():
+    """On a surface ``p_ik = 0`` the one-sided gradients of ``L_P`` differ by ``μ ∇p_ik``
+    (``∇p`` with unit k off at x_i), ``μ = δ_ik / (1 − β)``, ``δ_ik = ∂L/∂z_k`` with k off
+    and ``β = γ (A (I − γ D A)⁻¹)_kk`` (the derivation in docs/kinks.md); and
+    ``_Kinks.jumps``, which measures ``μ`` from the two gradients, returns it."""
+    from gflow_jax.dynamics.integrate import make_problem
+    from gflow_jax.dynamics.piecewise import _Kinks
+
+    model, risk = implicit_problem()
+    params, static = partition(model)
+    _, problem = make_problem(FORCED, jnp.float64, risk, static, 1.0, 4, None, False)
+    kinks = _Kinks(problem, params)
+    u = jax.flatten_util.ravel_pytree(params)[0]
+    s0 = np.asarray(kinks.model(u).switching_functions(risk.x)).reshape(-1)
+    k = int(np.argmin(np.abs(s0) + 1e3 * (s0 == 0)))  # the surface nearest θ₀
+    pattern = jnp.asarray(s0 > 0).at[k].set(False)
+    slots = jnp.array([k, -1, -1, -1])
+    u = kinks.project(u, pattern, slots, iterations=8)  # onto p_k = 0, other signs kept
+    mask = kinks.mask(pattern, slots)
+    s = kinks.switch(u, mask)
+    assert abs(float(s[k])) < 1e-13
+    assert np.all(np.asarray(jnp.delete(s, k) > 0) == np.asarray(jnp.delete(pattern, k)))
+    g0, delta = kinks.grad(u, mask)
+    g1, _ = kinks.grad(u, mask.at[k].set(1.0))
+    n = np.asarray(kinks.rows(u, mask, slots)[1][0])
+    jump = np.asarray(g1 - g0)
+    cosine = jump @ n / (np.linalg.norm(jump) * np.linalg.norm(n))
+    assert abs(abs(cosine) - 1) < 1e-10 and np.linalg.norm(jump) > 1e-3
+    # the closed form at point i for unit j
+    i, j = divmod(k, 6)
+    m = kinks.model(u)
+    gA = np.asarray(m.gamma * m.A)
+    d = np.asarray(mask.reshape(6, 6)[i])
+    beta = (gA @ np.linalg.inv(np.eye(6) - d[:, None] * gA))[j, j]
+    mu = float(delta[k]) / (1 - beta)
+    assert abs(beta) > 1e-3  # the feedback matters here
+    np.testing.assert_allclose(jump @ n / (n @ n), mu, rtol=1e-9)
+    np.testing.assert_allclose(kinks.jumps(u, mask, slots, kinks.rows(u, mask, slots)[1], g0,
+                                           delta)[0], mu, rtol=1e-9)  # fmt: skip
+
+
+def test_implicit_flow_agrees_with_tight_plain_solver_before_sliding(implicit_flow):
+    """Two crossings and no sliding up to t = 1: the path is the plain generalised-gradient
+    flow's (rtol 1e-12, dense)."""
+    model, risk, traj = implicit_flow
+    early = gf.integrate(model, risk, 1.0, FORCED, save_ts=np.linspace(0.0, 1.0, 1601),
+                         limits=None)  # fmt: skip
+    assert int(early.kinks.num_crossings) == 2 and int(early.kinks.num_slides) == 0
+    at, _ = _plain_reference(model, risk, 1.0)
+    index = np.array([0, 50, 100, 150, 200])  # t = 0, 0.25, 0.5, 0.75, 1 on IMPLICIT_TS
+    theta_ref, s_ref, risk_ref = at(IMPLICIT_TS[index])
+    np.testing.assert_allclose(_flat(traj.path)[index], theta_ref, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(traj.risk)[index], risk_ref, rtol=1e-8)
+    signs = np.sign(s_ref)
+    assert int(np.sum(signs[1:] != signs[:-1])) == 2
+
+
+def test_implicit_flow_slides_with_the_energy_identity(implicit_flow):
+    """From t ≈ 1.06 the flow slides on one surface to t = 8 (the plain solver chatters
+    there): the surface's switching function stays 0 and ``L(θ₀) − L(θ_t) = ∫‖θ̇‖²``
+    holds through the crossings and the sliding, to the O(Δt²) of the estimator on the
+    save intervals without an event (an interval holding a jump of θ̇ costs O(Δt))."""
+    model, risk, traj = implicit_flow
+    stats = traj.kinks
+    assert int(stats.num_crossings) == 2 and int(stats.num_slides) == 1
+    assert int(stats.num_sliding) == 1 and 6.8 < float(stats.sliding_time) < 7.0
+    assert float(traj.t_stop) == 8.0 and int(traj.num_tail_steps) > 0
+    static = partition(model)[1]
+    switching = jax.vmap(lambda p: eqx.combine(p, static).switching_functions(risk.x))
+    s = np.asarray(switching(traj.path)).reshape(len(IMPLICIT_TS), -1)
+    on_surface = np.abs(s[-1]) < 1e-9
+    assert on_surface.sum() == 1
+    sliding = IMPLICIT_TS > 8.0 - float(stats.sliding_time) + 1e-3
+    assert np.max(np.abs(s[sliding][:, on_surface])) < 1e-9
+    sign = np.where(np.abs(s) < 1e-9, 0, np.sign(s))
+    event = np.any(sign[1:] != sign[:-1], axis=1)
+    assert event.sum() == 3  # two crossings, the sliding onset
+    drop, kinetic = _energy_terms(traj, risk, ~event)
+    np.testing.assert_allclose(kinetic, drop, rtol=2e-5)
+    assert drop > 0.98 * float(traj.risk[0] - traj.risk[-1])
+
+
+# --------------------------------------------------------------------------------------
 # Deep ReLU networks, float32, applicability
 # --------------------------------------------------------------------------------------
 
@@ -627,7 +752,7 @@ def test_default_dynamics_is_piecewise_exactly_where_it_applies():
     assert chosen(gf.DeepMLP((1, 3, 3, 1), "relu", key=key), risk) is gf.PiecewiseGradientFlow
     assert chosen(gf.DeepMLP((1, 3, 1), "tanh", key=key), risk) is gf.GradientFlow
     assert chosen(model, population) is gf.GradientFlow  # exact risk: smooth enough
-    assert chosen(implicit, risk) is gf.GradientFlow  # not supported (yet)
+    assert chosen(implicit, risk) is gf.PiecewiseGradientFlow
     # the old behaviour stays selectable: an explicit GradientFlow is used as given
     dynamics, _ = make_problem(gf.GradientFlow(), jnp.float64, risk, partition(model)[1], 1.0,
                                4, None, False)  # fmt: skip

@@ -64,9 +64,10 @@ def default_dynamics(model: PyTree, risk) -> AbstractDynamics:
     """The dynamics ``integrate`` and ``run_ensemble`` use when given ``dynamics=None``.
 
     ``PiecewiseGradientFlow()`` for an :class:`gflow_jax.EmpiricalRisk` of a
-    :class:`gflow_jax.ShallowReLU` or of a ReLU :class:`gflow_jax.DeepMLP` (the gradient
-    field jumps where a kink crosses a data point, and this flow locates the crossings
-    as events and integrates sliding modes), ``GradientFlow()`` otherwise. Pass
+    :class:`gflow_jax.ShallowReLU`, of a ReLU :class:`gflow_jax.DeepMLP` or of an
+    :class:`gflow_jax.ImplicitReLU` (the gradient field jumps where a kink crosses a data
+    point, and this flow locates the crossings as events and integrates sliding modes),
+    ``GradientFlow()`` otherwise. Pass
     ``GradientFlow()`` explicitly for the plain flow of the generalised gradient on such
     risks (``relu'(0) = 0``; same solution off sliding surfaces, many rejected steps at
     the kinks). A quadrature :class:`gflow_jax.PopulationRisk` gets ``GradientFlow()``

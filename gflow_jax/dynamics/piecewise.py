@@ -20,19 +20,22 @@ whose gradient is the one-sided continuation of the field. :class:`PiecewiseGrad
   of ``L_P``, with the same event handling (a second phase, ``tail="auto"``).
 
 **The flow on a surface.** Let ``A`` be the set of surfaces the state lies on,
-``J`` the matrix of rows ``∇s_k`` (``k ∈ A``), ``g₀ = ∇L_P`` with ``P_k = 0`` on ``A``,
-and ``δ_k = ∂L/∂h_k`` the back-propagated signal of hidden unit ``k``. Since ``L_P`` is
-continuous across ``s_k = 0``, the one-sided gradients differ by a multiple of the
-normal: switching unit ``k`` on adds ``δ_k ∇s_k`` (exactly, for a shallow network).
-Filippov's set on the intersection is ``{g₀ + Σ_k α_k δ_k ∇s_k : α ∈ [0, 1]^A}``, and
-its element tangent to every surface is
+``J`` the matrix of rows ``∇s_k`` (``k ∈ A``) and ``g₀ = ∇L_P`` with ``P_k = 0`` on ``A``.
+Since ``L_P`` is continuous across ``s_k = 0``, the one-sided gradients differ by a
+multiple of the normal: switching unit ``k`` on adds ``μ_k ∇s_k``. For shallow and deep
+networks ``μ_k = δ_k = ∂L/∂h_k``, the back-propagated signal of hidden unit ``k``
+(exactly); for an implicit network ``μ_k = δ_k / (1 − β_k)``, ``β_k = γ(A(I −
+γDA)⁻¹)_kk``, the unit's feedback on itself through the equilibrium (measured per slot,
+:meth:`_Kinks.jumps`). Filippov's set on the intersection is ``{g₀ + Σ_k α_k μ_k ∇s_k :
+α ∈ [0, 1]^A}`` (for one surface, or additive jumps), and its element tangent to every
+surface is
 
-``θ̇ = −(I − Jᵀ(JJᵀ)⁻¹J) g₀``  with  ``α_k δ_k = −((JJᵀ)⁻¹ J g₀)_k``:
+``θ̇ = −(I − Jᵀ(JJᵀ)⁻¹J) g₀``  with  ``α_k μ_k = −((JJᵀ)⁻¹ J g₀)_k``:
 
 the orthogonal projection of the field onto the surfaces' tangent space (the
 minimum-norm element of the Clarke subdifferential: the flow is the steepest-descent
 curve of ``L``, and ``dL/dt = −‖θ̇‖²`` holds on the surface too). It is a sliding mode
-while every ``α_k ∈ [0, 1]`` with ``δ_k > 0`` (both sides attract); when some ``α_k``
+while every ``α_k ∈ [0, 1]`` with ``μ_k > 0`` (both sides attract); when some ``α_k``
 leaves ``[0, 1]`` (located like a crossing), unit ``k`` leaves the surface to the side
 its field points to (``α_k > 1``: on, ``α_k < 0``: off). Drift off the surfaces is
 removed by a Newton projection after every step. At a crossing the same test decides
@@ -68,8 +71,16 @@ from .._checks import positive_float, positive_int
 from .._defaults import defaults
 from .._numerics import fixed_unit_vector
 from ..models.base import is_well_posed
+from ..models.deep import DeepMLP
+from ..models.implicit import ImplicitReLU
+from ..models.shallow import ShallowReLU
 from ..outcomes import Outcome, SolverVerdict, Stop, classify
-from ..risks._kinks import has_pattern_forward, masked_outputs
+from ..risks._kinks import (
+    has_pattern_forward,
+    implicit_pattern_equilibrium,
+    masked_outputs,
+    pattern_switching_functions,
+)
 from ..risks.empirical import EmpiricalRisk
 from ..risks.population import PopulationRisk
 from .base import AbstractDynamics, State, initial_state
@@ -160,7 +171,7 @@ class _Kinks:
         if not applies(model, problem.risk):
             raise TypeError(
                 "PiecewiseGradientFlow integrates an EmpiricalRisk (or a quadrature "
-                "PopulationRisk) of a ShallowReLU or a ReLU DeepMLP; got a "
+                "PopulationRisk) of a ShallowReLU, a ReLU DeepMLP or an ImplicitReLU; got a "
                 f"{type(problem.risk).__name__} of a {type(model).__name__}. Use "
                 "gflow_jax.GradientFlow() for other problems."
             )
@@ -171,27 +182,45 @@ class _Kinks:
         self.x = risk.x.astype(self.dtype)
         self.y = risk.y.astype(self.dtype)
         self.w = risk.weights.astype(self.dtype)
-        n, s = model.switching_functions(self.x).shape
+        n, s = jax.eval_shape(model.switching_functions, self.x).shape
         self.shape, self.m = (n, s), n * s
         self.valid = jnp.broadcast_to((self.w > 0)[:, None], (n, s)).reshape(-1)
+        # the jump of ∇L_P across s_k = 0 is δ_k ∇s_k exactly for shallow and deep
+        # networks; for an implicit one it is measured (see `jumps`)
+        self.exact_jumps = isinstance(model, (ShallowReLU, DeepMLP))
 
     def model(self, u):
         return self.problem.model(self.unravel(u))
 
-    def switch(self, u) -> Float[Array, " m"]:
-        return self.model(u).switching_functions(self.x).reshape(-1)
+    def switch(self, u, mask) -> Float[Array, " m"]:
+        """The switching functions at `u`, computed with the pattern `mask` frozen (equal
+        to the model's own in the pattern's region; see
+        :func:`~gflow_jax.risks._kinks.pattern_switching_functions`)."""
+        mask = mask.reshape(self.shape)
+        return pattern_switching_functions(self.model(u), self.x, mask).reshape(-1)
 
-    def rounding(self, u) -> Float[Array, " m"]:
+    def rounding(self, u, mask) -> Float[Array, " m"]:
         """How far rounding can move each ``s_k``: the change of ``s_k`` when every
-        parameter moves by ``64 ε (|u_i| + ‖u‖_∞)`` (relative rounding, plus the mixing of
-        coordinates by a step's linear algebra), bounded by the switching functions of the
-        network with weights ``|u_i| + ‖u‖_∞`` and inputs ``|x|`` (for a shallow network
+        parameter moves by ``64 ε (|u_i| + U)``, ``U = ‖u‖_∞`` (relative rounding, plus
+        the mixing of coordinates by a step's linear algebra). Bounded by the switching
+        functions of the network with weights ``|u_i| + U`` and inputs ``|x|`` (shallow:
         ``64 ε ((|w_j| + U)·|x_i| + |b_j| + U)``; ReLU is the identity on non-negative
-        inputs, so the deep bound is the same, layer by layer)."""
+        inputs, so the deep bound is the same, layer by layer); for an implicit network
+        ``64 ε (γ(|A| + U)|z| + (|W| + U)|x|)`` with the equilibrium ``z`` of `mask`."""
         eps = jnp.finfo(self.dtype).eps
         a = jnp.abs(u)
-        s_abs = self.model(a + jnp.max(a)).switching_functions(jnp.abs(self.x)).reshape(-1)
-        return 64 * eps * s_abs
+        big = jnp.max(a)
+        xa = jnp.abs(self.x)
+        model = self.model(u)
+        if isinstance(model, ImplicitReLU):
+            z, _ = implicit_pattern_equilibrium(model, self.x, mask.reshape(self.shape))
+            size = self.model(a + big)
+            inj = xa @ size.W.T
+            bound = jnp.abs(z) @ (model.gamma * size.A).T + inj
+            if model.input_map == "relu":
+                bound = jnp.concatenate([bound, inj], axis=-1)
+            return 64 * eps * bound.reshape(-1)
+        return 64 * eps * self.model(a + big).switching_functions(xa).reshape(-1)
 
     def _masked_risk(self, u, mask, shift):
         out = masked_outputs(
@@ -212,9 +241,10 @@ class _Kinks:
         idx = jnp.where(slots >= 0, slots, self.m)
         return jnp.zeros(self.m, bool).at[idx].set(True, mode="drop")
 
-    def rows(self, u, slots):
-        """``s(u)`` and the rows ``∇s_k`` of the slotted surfaces (zero rows for empty slots)."""
-        s, vjp = jax.vjp(self.switch, u)
+    def rows(self, u, mask, slots):
+        """``s(u)`` (pattern `mask`) and the rows ``∇s_k`` of the slotted surfaces (zero
+        rows for empty slots)."""
+        s, vjp = jax.vjp(lambda u: self.switch(u, mask), u)
         onehot = (jnp.arange(self.m)[None, :] == slots[:, None]).astype(self.dtype)
         return s, jax.vmap(lambda c: vjp(c)[0])(onehot)
 
@@ -226,22 +256,41 @@ class _Kinks:
         """``Jᵀ(JJᵀ)⁻¹J v``: the part of `v` normal to the slotted surfaces (rows `J`)."""
         return J.T @ jnp.linalg.solve(self.gram(J, slots), J @ v)
 
+    def jumps(self, u, mask, slots, J, g, delta):
+        """``μ_A``: per slot, the jump of ``∇L_P`` across its surface, ``∇L_{P, k on} −
+        ∇L_{P, k off} = μ_k ∇s_k`` (rows `J`, the slotted units off in ``P``; ``0`` for
+        empty slots). Shallow and deep networks: ``μ_k = δ_k``, the unit's signal (`delta`).
+        Implicit networks: the unit feeds back on itself through the equilibrium, and
+        ``μ_k = δ_k / (1 − β_k)`` with ``β_k = γ(A(I − γDA)⁻¹)_kk`` at its point; it is
+        measured here as ``⟨∇L_{P, k on} − g, ∇s_k⟩ / ‖∇s_k‖²`` (one gradient per slot)."""
+        if self.exact_jumps:
+            return jnp.where(slots >= 0, delta[jnp.maximum(slots, 0)], 0)
+
+        def one(slot, row):
+            on = mask.at[jnp.where(slot >= 0, slot, self.m)].set(1, mode="drop")
+            jump = self.grad(u, on)[0] - g
+            return jnp.where(slot >= 0, (row @ jump) / jnp.maximum(row @ row, 1e-300), 0)
+
+        return jax.vmap(one)(slots, J)
+
     def info(self, u, pattern, slots):
-        """``(num, δ_A, θ̇)``: ``num = (JJᵀ)⁻¹J f₀`` (``= α δ_A``), the signals ``δ_A`` and
-        the projected field, at `u` with the slotted surfaces' units off in ``f₀``."""
-        g, delta = self.grad(u, self.mask(pattern, slots))
+        """``(num, μ_A, θ̇)``: ``num = (JJᵀ)⁻¹J f₀`` (``= α μ_A``, ``α`` the Filippov
+        weights), the jumps ``μ_A`` (:meth:`jumps`) and the projected field, at `u` with
+        the slotted surfaces' units off in ``f₀``."""
+        mask = self.mask(pattern, slots)
+        g, delta = self.grad(u, mask)
         f = -g
-        _, J = self.rows(u, slots)
+        _, J = self.rows(u, mask, slots)
         num = jnp.linalg.solve(self.gram(J, slots), J @ f)
-        d = jnp.where(slots >= 0, delta[jnp.maximum(slots, 0)], 0)
-        return num, d, f - J.T @ num
+        return num, self.jumps(u, mask, slots, J, g, delta), f - J.T @ num
 
     def field(self, u, pattern, slots):
         """The field of the current mode: ``−∇L_P``, projected onto the sliding surfaces."""
-        f = -self.grad(u, self.mask(pattern, slots))[0]
+        mask = self.mask(pattern, slots)
+        f = -self.grad(u, mask)[0]
 
         def project(f):
-            return f - self.normal(self.rows(u, slots)[1], slots, f)
+            return f - self.normal(self.rows(u, mask, slots)[1], slots, f)
 
         return jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), project, lambda f: f, f)
 
@@ -255,7 +304,7 @@ class _Kinks:
         :meth:`field` itself, ``−Π ∇²L_P``, is not). Without slots it is :meth:`field`."""
 
         def tangent(u):
-            _, J = self.rows(anchor, slots)
+            _, J = self.rows(anchor, self.mask(pattern, slots), slots)
             d = u - anchor
             return anchor + d - self.normal(J, slots, d)
 
@@ -264,9 +313,9 @@ class _Kinks:
 
     def events(self, u, pattern, slots):
         """Event functions, ``≥ 0`` while the mode holds: ``±s_k`` (sign of ``P_k``) for
-        surfaces not slid on (``inf`` for weight-0 points), then ``min(α_k, 1 − α_k)·δ_k``
+        surfaces not slid on (``inf`` for weight-0 points), then ``min(α_k, 1 − α_k)·μ_k``
         per slot (``inf`` for empty slots)."""
-        s = self.switch(u)
+        s = self.switch(u, self.mask(pattern, slots))
         free = self.valid & ~self.in_slots(slots)
         e_s = jnp.where(free, jnp.where(pattern, s, -s), jnp.inf)
 
@@ -278,12 +327,14 @@ class _Kinks:
         e_a = jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), margins, lambda u: inf, u)
         return jnp.concatenate([e_s, e_a])
 
-    def project(self, u, slots, iterations: int = 2):
-        """Newton projection of `u` onto ``{s_k = 0, k ∈ slots}`` (identity without slots)."""
+    def project(self, u, pattern, slots, iterations: int = 2):
+        """Newton projection of `u` onto ``{s_k = 0, k ∈ slots}`` (identity without slots;
+        switching functions of `pattern` with the slotted units off)."""
 
         def newton(u):
+            mask = self.mask(pattern, slots)
             for _ in range(iterations):
-                s, J = self.rows(u, slots)
+                s, J = self.rows(u, mask, slots)
                 r = jnp.where(slots >= 0, s[jnp.maximum(slots, 0)], 0)
                 u = u - J.T @ jnp.linalg.solve(self.gram(J, slots), r)
             return u
@@ -292,7 +343,7 @@ class _Kinks:
 
     def resolve(self, u, pattern, slots):
         """Active-set decision on the slotted surfaces: keep those whose Filippov weights
-        are consistent (``0 ≤ α_k ≤ 1``, ``δ_k > 0``), release the worst violator to the
+        are consistent (``0 ≤ α_k ≤ 1``, ``μ_k > 0``), release the worst violator to the
         side its field points to, repeat. Returns ``(pattern, slots)``."""
         k_max = slots.shape[0]
 
@@ -536,7 +587,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
         """
         kinks = _Kinks(problem, params)
         u0, _ = ravel_pytree(params)
-        s = kinks.switch(u0)
+        s = kinks.model(u0).switching_functions(kinks.x).reshape(-1)
         pattern = s > 0
         empty = jnp.full((self.max_sliding,), -1, jnp.int32)
         slots, _ = _merge_slots(empty, kinks.valid & (s == 0), kinks.m)
@@ -703,7 +754,9 @@ class PiecewiseGradientFlow(AbstractDynamics):
             # an event is a sign change beyond rounding: a state on a surface it does not
             # slide on (a dead unit, ``s_k = 0`` with a tangent field) must not "cross" it
             # by the rounding of a step (the exponential step mixes coordinates at ~ε)
-            tol = jnp.concatenate([kinks.rounding(u), jnp.zeros(slots.shape, dtype)])
+            tol = jnp.concatenate(
+                [kinks.rounding(u, kinks.mask(pattern, slots)), jnp.zeros(slots.shape, dtype)]
+            )
             thr = jnp.minimum(e0, 0) - tol
             event = accept & jnp.any(e1 - thr < 0)
             t_ev, hit = self._locate(
@@ -723,7 +776,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
             stuck = crossing & ~kinks.in_slots(new_slots) & (new_pattern == pattern)
             new_pattern = jnp.where(stuck, ~pattern, new_pattern)
             sliding = jnp.any(new_slots >= 0)
-            u_new = kinks.project(u_new, jnp.where(event | sliding, new_slots, -1))
+            u_new = kinks.project(u_new, new_pattern, jnp.where(event | sliding, new_slots, -1))
 
             def refresh(u):
                 return kinks.field(u, new_pattern, new_slots)

@@ -12,6 +12,7 @@ from jaxtyping import Array, Float, PyTree
 
 from ..models.base import AbstractModel
 from ..models.deep import DeepMLP
+from ..models.implicit import ImplicitReLU
 from ..models.shallow import ShallowReLU
 
 
@@ -55,8 +56,9 @@ def switching_margin(
 
 
 def has_pattern_forward(model: PyTree) -> bool:
-    """Whether :func:`masked_outputs` knows `model`: a :class:`~gflow_jax.ShallowReLU`, or
-    a ``"relu"`` :class:`~gflow_jax.DeepMLP` with at least one hidden layer.
+    """Whether :func:`masked_outputs` knows `model`: a :class:`~gflow_jax.ShallowReLU`, a
+    ``"relu"`` :class:`~gflow_jax.DeepMLP` with at least one hidden layer, or an
+    :class:`~gflow_jax.ImplicitReLU`.
 
     **Arguments:**
 
@@ -66,9 +68,79 @@ def has_pattern_forward(model: PyTree) -> bool:
 
     A Python ``bool`` (static).
     """
-    if isinstance(model, ShallowReLU):
+    if isinstance(model, (ShallowReLU, ImplicitReLU)):
         return True
     return isinstance(model, DeepMLP) and model.activation == "relu" and model.depth > 0
+
+
+def implicit_pattern_equilibrium(
+    model: ImplicitReLU,
+    x: Float[Array, "n d"],
+    mask: Float[Array, "n s"],
+    shift: Float[Array, "n s"] | None = None,
+) -> tuple[Float[Array, "n m"], Float[Array, "n s"]]:
+    """The equilibrium of an :class:`~gflow_jax.ImplicitReLU` with its pattern frozen.
+
+    With ``D_i = diag(m_i)`` (the first ``m`` columns of `mask`) the equilibrium
+    ``z = D_i(γAz + φ_i) + c_i`` is linear: ``z_i = (I − γ D_i A)⁻¹ (D_i φ_i + c_i)``, a
+    dense solve per point (invertible while ``γ‖A‖₂ < 1``, since ``‖D_i‖ ≤ 1``). With the
+    true pattern (``m_ij = 1{p_ij > 0}``, ``c = 0``) it is ``z*(x_i)``, to rounding rather
+    than to the fixed-point solver's tolerance, and its derivatives are those of the
+    region's smooth continuation (the implicit-function theorem with that ``D``). For
+    ``input_map="relu"`` the injection is frozen too: ``φ = m' ⊙ Wx + c'`` with the last
+    ``m`` columns ``m'`` of `mask` (and of `shift`).
+
+    **Arguments:**
+
+    - `model`: the :class:`~gflow_jax.ImplicitReLU`.
+    - `x`: inputs ``(n, d_in)``.
+    - `mask`: ``(n, s)``, columns as in ``model.switching_functions``.
+    - `shift`: ``(n, s)`` or ``None`` (zero): added to ``z`` (and to ``φ``).
+
+    **Returns:**
+
+    ``(z, p)``: the equilibria ``(n, m)`` and the switching functions ``(n, s)``
+    (``p = γAz + φ``, then ``Wx`` for ``input_map="relu"``).
+    """
+    width = model.width
+    pre_in = x @ model.W.T
+    c = jnp.zeros_like(mask) if shift is None else shift
+    d = mask[:, :width]
+    phi = pre_in
+    if model.input_map == "relu":
+        phi = mask[:, width:] * pre_in + c[:, width:]
+    gA = model.gamma * model.A
+    system = jnp.eye(width, dtype=gA.dtype)[None] - d[:, :, None] * gA[None]
+    z = jnp.linalg.solve(system, (d * phi + c[:, :width])[..., None])[..., 0]
+    p = z @ gA.T + phi
+    if model.input_map == "relu":
+        p = jnp.concatenate([p, pre_in], axis=-1)
+    return z, p
+
+
+def pattern_switching_functions(
+    model: PyTree, x: Float[Array, "n d"], mask: Float[Array, "n s"]
+) -> Float[Array, "n s"]:
+    """The switching functions of the network with its pattern frozen (see
+    :func:`masked_outputs`): equal to ``model.switching_functions(x)`` on the pattern's
+    region, and differentiable as its smooth continuation. For a shallow or deep network
+    these are the model's own (its autodiff already follows the region); for an
+    :class:`~gflow_jax.ImplicitReLU` they come from the frozen-pattern solve
+    (:func:`implicit_pattern_equilibrium`), exact to rounding.
+
+    **Arguments:**
+
+    - `model`: see :func:`has_pattern_forward`.
+    - `x`: inputs ``(n, d_in)``.
+    - `mask`: ``(n, s)`` 0/1 pattern.
+
+    **Returns:**
+
+    ``(n, s)``.
+    """
+    if isinstance(model, ImplicitReLU):
+        return implicit_pattern_equilibrium(model, x, mask)[1]
+    return model.switching_functions(x)
 
 
 def masked_outputs(
@@ -80,16 +152,19 @@ def masked_outputs(
     """The network with its activation pattern frozen: ``relu(z)`` replaced by ``m ⊙ z + c``.
 
     With ``m_ij = 1{s_ij(θ) > 0}`` (and ``c = 0``) this is ``N_θ(x_i)`` exactly, and for a
-    fixed 0/1 mask it is a polynomial in θ: the smooth continuation of the network from
-    the region of that activation pattern. A fractional ``m_ij`` is a convex combination
-    of the two one-sided networks of the switching surface ``s_ij = 0``. The shift ``c``
-    is added to the post-activations, so ``∂L/∂c_ij`` is the back-propagated signal
-    ``δ_ij = ∂L/∂h_ij`` of hidden unit ``j`` at point ``i``.
+    fixed 0/1 mask it is smooth in θ (a polynomial for shallow and deep networks, a
+    rational function for an implicit one): the smooth continuation of the network from
+    the region of that activation pattern. For shallow and deep networks a fractional
+    ``m_ij`` is a convex combination of the two one-sided networks of the switching
+    surface ``s_ij = 0``. The shift ``c`` is added to the post-activations, so
+    ``∂L/∂c_ij`` is the back-propagated signal ``δ_ij = ∂L/∂h_ij`` of hidden unit ``j``
+    at point ``i`` (for an implicit network: of the equilibrium coordinate ``z_j``,
+    through the frozen equilibrium).
 
     **Arguments:**
 
-    - `model`: a :class:`~gflow_jax.ShallowReLU` or a ReLU :class:`~gflow_jax.DeepMLP`
-      (see :func:`has_pattern_forward`).
+    - `model`: a :class:`~gflow_jax.ShallowReLU`, a ReLU :class:`~gflow_jax.DeepMLP` or
+      an :class:`~gflow_jax.ImplicitReLU` (see :func:`has_pattern_forward`).
     - `x`: inputs ``(n, d_in)``.
     - `mask`: ``(n, s)``, columns as in ``model.switching_functions`` (layer by layer).
     - `shift`: ``(n, s)`` or ``None`` (zero).
@@ -104,9 +179,14 @@ def masked_outputs(
             h = h + shift
         out = h @ model.v.T
         return out if model.c is None else out + model.c[None, :]
+    if isinstance(model, ImplicitReLU):
+        z, _ = implicit_pattern_equilibrium(model, x, mask, shift)
+        out = z @ model.u.T
+        return out if model.c is None else out + model.c[None, :]
     if not has_pattern_forward(model):
         raise TypeError(
-            f"masked_outputs needs a ShallowReLU or a ReLU DeepMLP, got {type(model).__name__}."
+            "masked_outputs needs a ShallowReLU, a ReLU DeepMLP or an ImplicitReLU, got "
+            f"{type(model).__name__}."
         )
     h, start = x, 0
     for layer, W in enumerate(model.weights):
