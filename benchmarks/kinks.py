@@ -49,7 +49,9 @@ run of each piecewise row dominate. ``--skip-explicit`` and ``--skip-plain`` ski
 expensive rows (the explicit row took 14–24× the tail row's time); ``--warmup short``
 compiles each piecewise row by a run to ``t = 1e-3`` instead of the whole run (its wall
 time then includes the compilation of the tail phase and of shrunken pools: an upper
-bound); ``--t1`` shortens every row and the reference. The ``make bench`` size
+bound); ``--t1`` shortens every row and the reference; ``--skip-reference`` skips the
+reference (no deviations, crossings or sliding counts: for large ``--n``, where it would
+take ~2 s per member). The ``make bench`` size
 (``benchmarks/run_all.py``) is ``--n 64 --skip-explicit --skip-plain``.
 
     python -m benchmarks.kinks --n 256
@@ -226,11 +228,16 @@ def _fmt(x, spec: str, none: str = "—") -> str:
 def markdown(result: dict) -> str:
     """The run's Markdown: a ``Machine:`` line, the rows table and the targets table."""
     m, rows = result["meta"], result["rows"]
+    reference = (
+        f'reference `PiecewiseGradientFlow` rtol {m["ref_rtol"]:g}, `tail="explicit"` '
+        f"({rows['reference']['wall_s_with_compilation']:.1f} s with compilation)"
+        if "reference" in rows
+        else "no reference run (`--skip-reference`)"
+    )
     lines = [
         f"Machine: {m['machine']}, {m['devices']} JAX device(s) ({m['device_kind']}); "
-        f"n = {m['n']}, t1 = {m['t1']:g}, rtol {m['rtol']:g}, atol {m['atol']:g}; reference "
-        f'`PiecewiseGradientFlow` rtol {m["ref_rtol"]:g}, `tail="explicit"` '
-        f"({rows['reference']['wall_s_with_compilation']:.1f} s with compilation); "
+        f"n = {m['n']}, t1 = {m['t1']:g}, rtol {m['rtol']:g}, atol {m['atol']:g}; "
+        f"{reference}; "
         + (
             "wall times exclude compilation (piecewise rows run twice, the second timed)"
             if m["warmup"] == "full"
@@ -252,12 +259,13 @@ def markdown(result: dict) -> str:
         if name == "plain":
             label += f", cap {m['plain_max_steps']}"
             outcomes += f" ({r['capped_members']} at the cap)"
-        dev = r["risk_rel_dev_no_sliding_to_t1_max"]
+        dev = r.get("risk_rel_dev_no_sliding_to_t1_max")
+        dev = "—" if dev is None else f"{dev:.1e} ({r['members_no_sliding_to_t1']})"
         lines.append(
             f"| {label} | {r['median']:.0f} / {r['p99']:.0f} / {r['max']} | "
             f"{r['max_over_median']:.2f} | {r['rejected_fraction']:.2%} | {r['wall_s']:.2f} | "
             f"{_fmt(r.get('wall_over_gd'), '.1f')} | {r['median_final_risk']:.4e} | "
-            f"{_fmt(dev, '.1e')} ({r['members_no_sliding_to_t1']}) | {outcomes} |"
+            f"{dev} | {outcomes} |"
         )
     if "GD" in rows:
         g = rows["GD"]
@@ -267,11 +275,12 @@ def markdown(result: dict) -> str:
             f"{g['iterations']} | 1.00 | — | {g['wall_s']:.2f} | 1.0 | {g['median_risk']:.4e} "
             "| — | — |"
         )
-    ref = rows["reference"]
-    lines.append(
-        f"| reference (rtol {m['ref_rtol']:g}) | | | | | | {ref['median_final_risk']:.4e} | "
-        f"| {_fmt_outcomes(ref['outcomes'])} |"
-    )
+    if "reference" in rows:
+        ref = rows["reference"]
+        lines.append(
+            f"| reference (rtol {m['ref_rtol']:g}) | | | | | | {ref['median_final_risk']:.4e} "
+            f"| | {_fmt_outcomes(ref['outcomes'])} |"
+        )
     lines += ["", "| target | method | measured | verdict |", "|---|---|---:|---|"]
     for t in result["targets"]:
         r = rows[t["method"]]
@@ -306,6 +315,10 @@ def _deviations(row: dict, ens, ref, slid, t1: float) -> None:
         float(np.median(rel[full])) if full.any() else None
     )
     row["risk_rel_dev_per_member"] = rel.tolist()
+
+
+def _per_member(row: dict, ens) -> None:
+    """Outcomes, risk bands and the per-member columns of `ens`, into `row`."""
     row["final_risk_per_member"] = np.asarray(ens.final_risk).tolist()
     row["t_stop_per_member"] = np.asarray(ens.t_stop).tolist()
     row["steps_per_member"] = np.asarray(ens.num_steps).tolist()
@@ -324,6 +337,7 @@ def main(argv=None) -> dict:
     p.add_argument("--lrs", type=float, nargs="+", default=[0.2, 0.1, 0.07, 0.05])
     p.add_argument("--skip-plain", action="store_true")
     p.add_argument("--skip-explicit", action="store_true")
+    p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--out", type=Path, default=OUT / "kinks.json")
     p.add_argument("--ref-rtol", type=float, default=1e-10)
     p.add_argument(
@@ -388,26 +402,28 @@ def main(argv=None) -> dict:
 
         return run(params)
 
-    start = time.perf_counter()
-    ref = vmapped(
-        gf.PiecewiseGradientFlow(rtol=args.ref_rtol, atol=args.ref_rtol * 1e-3, tail="explicit")
-    )
-    ref_wall = time.perf_counter() - start
-    stats = ref.kinks
-    slid = np.asarray(stats.num_slides) > 0
-    rows["piecewise"].update(
-        crossings_median_ref=float(np.median(stats.num_crossings)),
-        crossings_max_ref=int(np.max(stats.num_crossings)),
-        sliding_members_ref=int(slid.sum()),
-        sliding_at_stop_ref=int(np.sum(np.asarray(stats.num_sliding) > 0)),
-    )
-    if "tail_members" in rows["piecewise"]:
-        switched = np.isfinite(np.asarray(piecewise.t_tail))
-        rows["piecewise"].update(
-            tail_members_sliding_ref=int(np.sum(switched & slid)),
-            never_tail_sliding_ref=int(np.sum(~switched & slid)),
+    ref = slid = None
+    if not args.skip_reference:
+        start = time.perf_counter()
+        ref = vmapped(
+            gf.PiecewiseGradientFlow(rtol=args.ref_rtol, atol=args.ref_rtol * 1e-3, tail="explicit")
         )
-    print("kinks (reference)", rows["piecewise"], flush=True)
+        ref_wall = time.perf_counter() - start
+        stats = ref.kinks
+        slid = np.asarray(stats.num_slides) > 0
+        rows["piecewise"].update(
+            crossings_median_ref=float(np.median(stats.num_crossings)),
+            crossings_max_ref=int(np.max(stats.num_crossings)),
+            sliding_members_ref=int(slid.sum()),
+            sliding_at_stop_ref=int(np.sum(np.asarray(stats.num_sliding) > 0)),
+        )
+        if "tail_members" in rows["piecewise"]:
+            switched = np.isfinite(np.asarray(piecewise.t_tail))
+            rows["piecewise"].update(
+                tail_members_sliding_ref=int(np.sum(switched & slid)),
+                never_tail_sliding_ref=int(np.sum(~switched & slid)),
+            )
+        print("kinks (reference)", rows["piecewise"], flush=True)
     goal = rows["piecewise"]["median_final_risk"]
     for lr in sorted(args.lrs, reverse=True):
         gd_run(risk, keys, lr, lr, goal)  # compile: one chunk, the same shapes
@@ -420,19 +436,22 @@ def main(argv=None) -> dict:
             break
 
     for name, ens in flows.items():
-        _deviations(rows[name], ens, ref, slid, args.t1)
-    ref_risk = np.asarray(ref.final_risk)
-    rows["reference"] = {
-        "wall_s_with_compilation": ref_wall,
-        "outcomes": _outcomes(ref.outcome),
-        "risk_bands": _risk_bands(ref.final_risk),
-        "median_final_risk": float(np.median(ref.final_risk)),
-        "final_risk_per_member": ref_risk.tolist(),
-        "crossings_per_member": np.asarray(stats.num_crossings).tolist(),
-        "slides_per_member": np.asarray(stats.num_slides).tolist(),
-        "t_stop_per_member": np.asarray(ref.t_stop).tolist(),
-    }
-    print("reference", rows["reference"], flush=True)
+        _per_member(rows[name], ens)
+        if ref is not None:
+            _deviations(rows[name], ens, ref, slid, args.t1)
+    if ref is not None:
+        ref_risk = np.asarray(ref.final_risk)
+        rows["reference"] = {
+            "wall_s_with_compilation": ref_wall,
+            "outcomes": _outcomes(ref.outcome),
+            "risk_bands": _risk_bands(ref.final_risk),
+            "median_final_risk": float(np.median(ref.final_risk)),
+            "final_risk_per_member": ref_risk.tolist(),
+            "crossings_per_member": np.asarray(stats.num_crossings).tolist(),
+            "slides_per_member": np.asarray(stats.num_slides).tolist(),
+            "t_stop_per_member": np.asarray(ref.t_stop).tolist(),
+        }
+        print("reference", rows["reference"], flush=True)
 
     if not args.skip_plain:
         plain = gf.GradientFlow(
@@ -444,15 +463,18 @@ def main(argv=None) -> dict:
             lambda: gf.run_ensemble(init, risk, keys, 1e-3, plain, **common),
         )
         capped = np.asarray(ens.num_steps) >= args.plain_max_steps
-        rel_plain = np.abs(np.asarray(ens.final_risk) - ref_risk) / np.maximum(
-            np.abs(ref_risk), 1e-300
-        )
-        ok = ~slid & ~capped
         rows["plain"] = {"wall_s": wall, **_steps(ens), "capped_members": int(capped.sum()),
-                         "median_final_risk": float(np.median(ens.final_risk)),
-                         "risk_rel_dev_no_sliding_uncapped_max":
-                             float(rel_plain[ok].max()) if ok.any() else None}  # fmt: skip
-        _deviations(rows["plain"], ens, ref, slid, args.t1)
+                         "median_final_risk": float(np.median(ens.final_risk))}  # fmt: skip
+        _per_member(rows["plain"], ens)
+        if ref is not None:
+            rel_plain = np.abs(np.asarray(ens.final_risk) - ref_risk) / np.maximum(
+                np.abs(ref_risk), 1e-300
+            )
+            ok = ~slid & ~capped
+            rows["plain"]["risk_rel_dev_no_sliding_uncapped_max"] = (
+                float(rel_plain[ok].max()) if ok.any() else None
+            )
+            _deviations(rows["plain"], ens, ref, slid, args.t1)
         print("plain", {k: v for k, v in rows["plain"].items() if "per_member" not in k})
     for name in ("piecewise", "piecewise_explicit", "plain"):
         if name in rows and "GD" in rows:

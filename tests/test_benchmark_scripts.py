@@ -283,3 +283,17 @@ def test_kinks_tiny(tmp_path, capsys):
             verdicts[cells[0]] = cells[-1]
     assert verdicts == {k: "reached" if v else "not reached" for k, v in expected.items()}
     assert [t["reached"] for t in stored["targets"]] == list(expected.values())
+
+    # without the reference (`--skip-reference`, for large n): no deviations, the tables
+    # say so, and the accuracy target is "not measured"
+    bare = json.loads(json.dumps(stored))
+    del bare["rows"]["reference"]
+    for row in (bare["rows"]["piecewise"], bare["rows"]["plain"]):
+        for key in [k for k in row if "rel_dev" in k or k == "members_no_sliding_to_t1"]:
+            del row[key]
+    bare["targets"] = kinks.targets(bare["rows"])
+    text = kinks.markdown(bare)
+    assert "no reference run" in text and "reference (rtol" not in text
+    accuracy = [t for t in bare["targets"] if t["key"] == "risk_rel_dev_no_sliding_to_t1_max"]
+    assert [t["reached"] for t in accuracy] == [None] and "not measured" in text
+    assert 0 <= gd["members_rising"] <= 4
