@@ -242,6 +242,9 @@ def test_kinks_tiny(tmp_path, capsys):
     assert sum(pw["outcomes"].values()) == 4 and pw["outcomes"] == ref["outcomes"]
     assert pw["tail_members"] == 4  # the tail phase is exercised
     assert plain["capped_members"] == 0 and sum(plain["outcomes"].values()) == 4
+    # fractions by outcome and by final risk: the plain flow's are the reference's too
+    assert plain["outcomes"] == ref["outcomes"]
+    assert plain["risk_bands"] == ref["risk_bands"] == pw["risk_bands"]
     # the accuracy check is not empty: members that never slid and ran to t1
     full = [
         i
