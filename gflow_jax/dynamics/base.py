@@ -103,6 +103,25 @@ def _where_rows(mask, new, old):
     return jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - mask.ndim)), new, old)
 
 
+def final_outcome(verdict: Int[Array, ""], code: Int[Array, ""]) -> Int[Array, ""]:
+    """The outcome of a finished trajectory: the state's stop-rule `code`, except that a
+    failed solver `verdict` makes it ``SOLVER_FAILED`` (unless `code` is ``DIVERGED`` or
+    ``ILL_POSED``: those explain the failure).
+
+    **Arguments:**
+
+    - `verdict`: the :class:`gflow_jax.SolverVerdict` code (``int8``).
+    - `code`: the :class:`gflow_jax.Outcome` code of the final state.
+
+    **Returns:**
+
+    The ``int8`` outcome code.
+    """
+    failed = jnp.isin(verdict, jnp.asarray([v for v in SolverVerdict if v.failed], jnp.int8))
+    explained = (code == Outcome.DIVERGED) | (code == Outcome.ILL_POSED)
+    return jnp.where(failed & ~explained, jnp.int8(Outcome.SOLVER_FAILED), code).astype(jnp.int8)
+
+
 class AbstractDynamics(eqx.Module):
     """Base class of dynamics ``θ ↦ θ(t)`` driven by ``−∇L``.
 
@@ -219,15 +238,7 @@ class AbstractDynamics(eqx.Module):
         fills them).
         """
         report = problem.diagnose(state.y, self.stop)
-        failed = jnp.isin(
-            state.verdict,
-            jnp.asarray([v for v in SolverVerdict if v.failed], jnp.int8),
-        )
-        outcome = jnp.where(
-            failed & (report.code != Outcome.DIVERGED) & (report.code != Outcome.ILL_POSED),
-            jnp.int8(Outcome.SOLVER_FAILED),
-            report.code,
-        )
+        outcome = final_outcome(state.verdict, report.code)
         # A stop rule met at t = 0 ends the solve before any step: the save times equal
         # to t_stop then get the (exactly known) final state.
         at_stop = (problem.save_ts == state.t) & jnp.isnan(state.saved[0])

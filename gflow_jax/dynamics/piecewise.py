@@ -25,8 +25,9 @@ Since ``L_P`` is continuous across ``s_k = 0``, the one-sided gradients differ b
 multiple of the normal: switching unit ``k`` on adds ``μ_k ∇s_k``. For shallow and deep
 networks ``μ_k = δ_k = ∂L/∂h_k``, the back-propagated signal of hidden unit ``k``
 (exactly); for an implicit network ``μ_k = δ_k / (1 − β_k)``, ``β_k = γ(A(I −
-γDA)⁻¹)_kk``, the unit's feedback on itself through the equilibrium (measured per slot,
-:meth:`_Kinks.jumps`). Filippov's set on the intersection is ``{g₀ + Σ_k α_k μ_k ∇s_k :
+γDA)⁻¹)_kk``, the unit's feedback on itself through the equilibrium, and the jumps of
+units of one point are not additive (each slot is then tested on its own one-sided
+fields, :meth:`_Kinks.info`). Filippov's set on the intersection is ``{g₀ + Σ_k α_k μ_k ∇s_k :
 α ∈ [0, 1]^A}`` (for one surface, or additive jumps), and its element tangent to every
 surface is
 
@@ -83,7 +84,7 @@ from ..risks._kinks import (
 )
 from ..risks.empirical import EmpiricalRisk
 from ..risks.population import PopulationRisk
-from .base import AbstractDynamics, State, initial_state
+from .base import AbstractDynamics, State, final_outcome, initial_state
 from .flow import CHECK_STEPS, EXPLICIT, TAIL
 from .problem import Problem
 from .tail import ExponentialTail, checked_segment_length, stiffness_index
@@ -186,7 +187,7 @@ class _Kinks:
         self.shape, self.m = (n, s), n * s
         self.valid = jnp.broadcast_to((self.w > 0)[:, None], (n, s)).reshape(-1)
         # the jump of ∇L_P across s_k = 0 is δ_k ∇s_k exactly for shallow and deep
-        # networks; for an implicit one it is measured (see `jumps`)
+        # networks; for an implicit one each slot is tested on its vertices (see `info`)
         self.exact_jumps = isinstance(model, (ShallowReLU, DeepMLP))
 
     def model(self, u):
@@ -256,33 +257,44 @@ class _Kinks:
         """``Jᵀ(JJᵀ)⁻¹J v``: the part of `v` normal to the slotted surfaces (rows `J`)."""
         return J.T @ jnp.linalg.solve(self.gram(J, slots), J @ v)
 
-    def jumps(self, u, mask, slots, J, g, delta):
-        """``μ_A``: per slot, the jump of ``∇L_P`` across its surface, ``∇L_{P, k on} −
-        ∇L_{P, k off} = μ_k ∇s_k`` (rows `J`, the slotted units off in ``P``; ``0`` for
-        empty slots). Shallow and deep networks: ``μ_k = δ_k``, the unit's signal (`delta`).
-        Implicit networks: the unit feeds back on itself through the equilibrium, and
-        ``μ_k = δ_k / (1 − β_k)`` with ``β_k = γ(A(I − γDA)⁻¹)_kk`` at its point; it is
-        measured here as ``⟨∇L_{P, k on} − g, ∇s_k⟩ / ‖∇s_k‖²`` (one gradient per slot)."""
-        if self.exact_jumps:
-            return jnp.where(slots >= 0, delta[jnp.maximum(slots, 0)], 0)
-
-        def one(slot, row):
-            on = mask.at[jnp.where(slot >= 0, slot, self.m)].set(1, mode="drop")
-            jump = self.grad(u, on)[0] - g
-            return jnp.where(slot >= 0, (row @ jump) / jnp.maximum(row @ row, 1e-300), 0)
-
-        return jax.vmap(one)(slots, J)
-
     def info(self, u, pattern, slots):
-        """``(num, μ_A, θ̇)``: ``num = (JJᵀ)⁻¹J f₀`` (``= α μ_A``, ``α`` the Filippov
-        weights), the jumps ``μ_A`` (:meth:`jumps`) and the projected field, at `u` with
-        the slotted surfaces' units off in ``f₀``."""
+        """``(num, d, θ̇)`` at `u`: per slot the Filippov weight ``α_k = num_k / d_k`` of its
+        surface (consistent, i.e. the surface attracts from both sides, while ``d_k > 0``
+        and ``0 ≤ num_k ≤ d_k``; zeros for empty slots), and the field projected onto all
+        slotted surfaces (``f₀ = −∇L_P`` with the slotted units off).
+
+        Shallow and deep networks (additive jumps ``μ_k ∇s_k``, ``μ_k = δ_k`` the unit's
+        signal): ``num = (JJᵀ)⁻¹J f₀ = α μ`` and ``d = δ``. Implicit networks: unit ``k``
+        feeds back on itself and on the other units of its point through the equilibrium
+        (the jump is ``δ_k/(1 − β_k) ∇s_k``, and switching it changes the others' jumps
+        and normals), so each slot is tested on its own vertices: with the *other* slots
+        sliding, ``ṡ_k`` of the projected field with unit ``k`` off (``num``) and on
+        (``num − d``), each side with its own normals. ``α = num/d`` is then the weight
+        of the convex combination of the two that is tangent to the surface."""
         mask = self.mask(pattern, slots)
         g, delta = self.grad(u, mask)
         f = -g
         _, J = self.rows(u, mask, slots)
         num = jnp.linalg.solve(self.gram(J, slots), J @ f)
-        return num, self.jumps(u, mask, slots, J, g, delta), f - J.T @ num
+        field = f - J.T @ num
+        if self.exact_jumps:
+            return num, jnp.where(slots >= 0, delta[jnp.maximum(slots, 0)], 0), field
+
+        def vertices(index):
+            slot = slots[index]
+            n = J[index]
+            others = slots.at[index].set(-1)
+            on = mask.at[jnp.where(slot >= 0, slot, self.m)].set(1, mode="drop")
+            J_off = J.at[index].set(0)
+            J_on = self.rows(u, on, others)[1]
+            f_on = -self.grad(u, on)[0]
+            rate_off = n @ (f - self.normal(J_off, others, f))
+            rate_on = n @ (f_on - self.normal(J_on, others, f_on))
+            valid = slot >= 0
+            return jnp.where(valid, rate_off, 0), jnp.where(valid, rate_off - rate_on, 0)
+
+        num, d = jax.vmap(vertices)(jnp.arange(slots.shape[0]))
+        return num, d, field
 
     def field(self, u, pattern, slots):
         """The field of the current mode: ``−∇L_P``, projected onto the sliding surfaces."""
@@ -313,8 +325,8 @@ class _Kinks:
 
     def events(self, u, pattern, slots):
         """Event functions, ``≥ 0`` while the mode holds: ``±s_k`` (sign of ``P_k``) for
-        surfaces not slid on (``inf`` for weight-0 points), then ``min(α_k, 1 − α_k)·μ_k``
-        per slot (``inf`` for empty slots)."""
+        surfaces not slid on (``inf`` for weight-0 points), then ``min(num_k, d_k − num_k)``
+        (:meth:`info`; ``min(α_k, 1 − α_k)·d_k``) per slot (``inf`` for empty slots)."""
         s = self.switch(u, self.mask(pattern, slots))
         free = self.valid & ~self.in_slots(slots)
         e_s = jnp.where(free, jnp.where(pattern, s, -s), jnp.inf)
@@ -343,8 +355,9 @@ class _Kinks:
 
     def resolve(self, u, pattern, slots):
         """Active-set decision on the slotted surfaces: keep those whose Filippov weights
-        are consistent (``0 ≤ α_k ≤ 1``, ``μ_k > 0``), release the worst violator to the
-        side its field points to, repeat. Returns ``(pattern, slots)``."""
+        are consistent (``0 ≤ α_k ≤ 1``, ``d_k > 0``: the surface attracts from both
+        sides, :meth:`info`), release the worst violator to the side its field points to,
+        repeat. Returns ``(pattern, slots)``."""
         k_max = slots.shape[0]
 
         def cond(c):
@@ -473,6 +486,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
             raise ValueError(f"tail must be 'auto' or 'explicit', got {self.tail!r}.")
         if not isinstance(self.stiffness_threshold, jax.Array):
             positive_float("stiffness_threshold", self.stiffness_threshold)
+
         positive_int("stiffness_check_steps", self.stiffness_check_steps)
 
     def resolve(self, dtype) -> PiecewiseGradientFlow:
@@ -895,6 +909,11 @@ class PiecewiseGradientFlow(AbstractDynamics):
     def finish(self, problem: Problem, state: State, params0: PyTree) -> Trajectory:
         """:meth:`AbstractDynamics.finish`, with ``Trajectory.kinks`` (:class:`KinkStats`).
 
+        The outcome is classified with the final mode's field, as the stop rules were: on
+        a sliding surface ``‖θ̇‖`` is the Filippov velocity, so a member that stops
+        sliding at a point where it vanishes is ``CRITICAL_POINT`` (the saved
+        ``grad_norm`` and ``final_grad_norm`` stay ``‖G(θ)‖``, the generalised gradient).
+
         **Arguments:**
 
         - `problem`: the :class:`Problem` that was solved.
@@ -907,6 +926,12 @@ class PiecewiseGradientFlow(AbstractDynamics):
         """
         traj = super().finish(problem, state, params0)
         inner = state.inner
+        # the outcome from the field of the final mode, as the stop rules saw it: on a
+        # sliding surface the Filippov velocity, not the generalised gradient (one
+        # one-sided field), decides CRITICAL_POINT
+        kinks = _Kinks(problem, state.y)
+        code = self._code(kinks, ravel_pytree(state.y)[0], inner.f0)
+        traj = eqx.tree_at(lambda t: t.outcome, traj, final_outcome(state.verdict, code))
         stats = KinkStats(
             num_crossings=inner.num_crossings,
             num_slides=inner.num_slides,
