@@ -442,8 +442,11 @@ class PiecewiseGradientFlow(AbstractDynamics):
       mode's field: on a sliding surface ``‖θ̇‖`` is the Filippov minimum-norm gradient).
     - `dt0`: the first step (default: ``0.01‖θ‖/‖θ̇‖`` in the error norm).
     - `max_steps`: step budget per trajectory (accepted and rejected steps).
-    - `max_sliding`: how many surfaces a state may slide on at once (static); a surface
-      met with all slots taken is crossed.
+    - `max_sliding`: how many surfaces a state may slide on at once (static, default 8;
+      the cost of a sliding step grows with it). A surface met with all slots taken is
+      crossed: where it attracts, the state then crosses it back and forth at tiny steps
+      until `max_steps` (``MAX_STEPS``). Measured: an implicit network of the
+      implicit-width study (``N = 8``, ``m = 8``) needs 5 at once.
     - `event_iterations`: the most regula-falsi iterations locating one event.
     - `tail`: ``"auto"`` (exponential stiff-tail phase) or ``"explicit"`` (none).
     - `stiffness_threshold`: the switching threshold on ``h·λ_max`` (default 2).
@@ -458,7 +461,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
     stop: Stop = Stop()
     dt0: float | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=2**20)
-    max_sliding: int = eqx.field(static=True, default=4)
+    max_sliding: int = eqx.field(static=True, default=8)
     event_iterations: int = eqx.field(static=True, default=60)
     tail: Literal["auto", "explicit"] = eqx.field(static=True, default="auto")
     stiffness_threshold: float = 2.0
