@@ -489,7 +489,6 @@ class PiecewiseGradientFlow(AbstractDynamics):
             raise ValueError(f"tail must be 'auto' or 'explicit', got {self.tail!r}.")
         if not isinstance(self.stiffness_threshold, jax.Array):
             positive_float("stiffness_threshold", self.stiffness_threshold)
-
         positive_int("stiffness_check_steps", self.stiffness_check_steps)
 
     def resolve(self, dtype) -> PiecewiseGradientFlow:
