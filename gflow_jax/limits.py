@@ -956,7 +956,7 @@ def pattern_loss(
 
     ``(loss, kink_margin)``, both ``θ ↦`` scalar, jittable.
     """
-    from .risks._kinks import masked_outputs
+    from .risks._kinks import masked_outputs, scaled_switching_functions
 
     x = risk.x
     sliding = num_sliding > 0
@@ -970,9 +970,8 @@ def pattern_loss(
 
     def kink_margin(theta):
         model = model_of(theta)
-        s = model.switching_functions(x.astype(theta.dtype))
-        scale = model.switching_scales()[None, :]
-        side = jnp.where(pattern, s, -s) / jnp.where(scale > 0, scale, 1)
+        s = scaled_switching_functions(model, x.astype(theta.dtype), pattern.astype(theta.dtype))
+        side = jnp.where(pattern, s, -s)
         side = jnp.where((risk.weights > 0)[:, None], side, jnp.inf)
         inside = jnp.min(side) >= -kink_tol
         margin = jnp.where(inside, jnp.inf, 0).astype(theta.dtype)

@@ -578,8 +578,7 @@ IMPLICIT_TS = np.linspace(0.0, 8.0, 1601)
 @pytest.fixture(scope="module")
 def implicit_flow():
     model, risk = implicit_problem()
-    traj = gf.integrate(model, risk, 8.0, FORCED, save_ts=IMPLICIT_TS, save_path=True,
-                        limits=None)  # fmt: skip
+    traj = gf.integrate(model, risk, 8.0, FORCED, save_ts=IMPLICIT_TS, save_path=True)
     return model, risk, traj
 
 
@@ -683,6 +682,42 @@ def test_implicit_flow_slides_with_the_energy_identity(implicit_flow):
     assert drop > 0.98 * float(traj.risk[0] - traj.risk[-1])
 
 
+def test_scaled_switching_functions():
+    """Shallow: ``s_ij / ‖(w_j, b_j)‖`` (the rescaling-invariant distance); implicit: the
+    frozen-pattern switching functions unscaled (the model's own on its pattern)."""
+    from gflow_jax.risks._kinks import scaled_switching_functions
+
+    x = jax.random.normal(jax.random.key(2), (5, 3))
+    shallow = gf.ShallowReLU(3, 4, key=jax.random.key(0))
+    s = shallow.switching_functions(x)
+    scale = jnp.sqrt(jnp.sum(shallow.w**2, axis=1) + shallow.b**2)
+    mask = (s > 0).astype(x.dtype)
+    np.testing.assert_allclose(scaled_switching_functions(shallow, x, mask), s / scale,
+                               rtol=1e-14)  # fmt: skip
+    model, _ = implicit_problem()
+    s = model.switching_functions(x)
+    got = scaled_switching_functions(model, x, (s > 0).astype(x.dtype))
+    np.testing.assert_allclose(got, s, rtol=0, atol=1e-8)
+
+
+def test_implicit_limit_analysis(implicit_flow):
+    """The limit analysis of an implicit network's kink-aware trajectory works inside the
+    final pattern (it called the shallow networks' `switching_scales`, which an implicit
+    network does not have): the kink margin of the refined point is ``inf`` (in the
+    closure of the final pattern's region) or ``0``, and the final pattern is that of the
+    final parameters up to the sliding surfaces."""
+    model, risk, traj = implicit_flow
+    margin = float(traj.limit.limit_kink_margin)
+    if int(traj.kinks.num_sliding) > 0:  # the plain risk and its raw margin
+        assert 0.0 <= margin < np.inf
+    else:
+        assert margin == np.inf or margin == 0.0
+    s = np.asarray(traj.model.switching_functions(risk.x))
+    off_surface = np.abs(s) > 1e-8
+    np.testing.assert_array_equal(np.asarray(traj.kinks.pattern)[off_surface],
+                                  (s > 0)[off_surface])  # fmt: skip
+
+
 def test_implicit_junction_of_three_surfaces_of_one_point_does_not_chatter():
     """Member 4 of the implicit-width study's `laptop` cell N = 8, m = 4, γ = 0.5 slides on
     two surfaces (units 0 of point 0 and 3 of point 1) and meets a third (unit 1 of
@@ -781,7 +816,7 @@ def test_default_dynamics_is_piecewise_exactly_where_it_applies():
     assert chosen(gf.DeepMLP((1, 3, 3, 1), "relu", key=key), risk) is gf.PiecewiseGradientFlow
     assert chosen(gf.DeepMLP((1, 3, 1), "tanh", key=key), risk) is gf.GradientFlow
     assert chosen(model, population) is gf.GradientFlow  # exact risk: smooth enough
-    assert chosen(implicit, risk) is gf.GradientFlow  # supported, not the default (yet)
+    assert chosen(implicit, risk) is gf.PiecewiseGradientFlow
     # the old behaviour stays selectable: an explicit GradientFlow is used as given
     dynamics, _ = make_problem(gf.GradientFlow(), jnp.float64, risk, partition(model)[1], 1.0,
                                4, None, False)  # fmt: skip

@@ -22,7 +22,6 @@ from .._checks import (
 )
 from ..limits import LimitAnalysis
 from ..models.base import partition
-from ..models.implicit import ImplicitReLU
 from ..outcomes import Outcome, SolverVerdict
 from ..risks.empirical import EmpiricalRisk
 from .analysis import decay_of, limit_of
@@ -65,12 +64,10 @@ def default_dynamics(model: PyTree, risk) -> AbstractDynamics:
     """The dynamics ``integrate`` and ``run_ensemble`` use when given ``dynamics=None``.
 
     ``PiecewiseGradientFlow()`` for an :class:`gflow_jax.EmpiricalRisk` of a
-    :class:`gflow_jax.ShallowReLU` or of a ReLU :class:`gflow_jax.DeepMLP` (the gradient
-    field jumps where a kink crosses a data point, and this flow locates the crossings
-    as events and integrates sliding modes), ``GradientFlow()`` otherwise. An
-    :class:`gflow_jax.ImplicitReLU` gets ``GradientFlow()`` too although
-    ``PiecewiseGradientFlow`` integrates it: on a width-32 cell of the implicit-width
-    study one of its steps did not return (open, see ``docs/kinks.md``). Pass
+    :class:`gflow_jax.ShallowReLU`, of a ReLU :class:`gflow_jax.DeepMLP` or of an
+    :class:`gflow_jax.ImplicitReLU` (the gradient field jumps where a kink crosses a data
+    point, and this flow locates the crossings as events and integrates sliding modes),
+    ``GradientFlow()`` otherwise. Pass
     ``GradientFlow()`` explicitly for the plain flow of the generalised gradient on such
     risks (``relu'(0) = 0``; same solution off sliding surfaces, many rejected steps at
     the kinks). A quadrature :class:`gflow_jax.PopulationRisk` gets ``GradientFlow()``
@@ -89,11 +86,7 @@ def default_dynamics(model: PyTree, risk) -> AbstractDynamics:
 
     A fresh, unresolved :class:`AbstractDynamics`.
     """
-    if (
-        isinstance(risk, EmpiricalRisk)
-        and piecewise_applies(model, risk)
-        and not isinstance(model, ImplicitReLU)
-    ):
+    if isinstance(risk, EmpiricalRisk) and piecewise_applies(model, risk):
         return PiecewiseGradientFlow()
     return GradientFlow()
 

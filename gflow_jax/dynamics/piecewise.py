@@ -70,6 +70,7 @@ from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._checks import positive_float, positive_int
 from .._defaults import defaults
+from .._linalg import solve_without_pivoting
 from .._numerics import fixed_unit_vector
 from ..models.base import is_well_posed
 from ..models.deep import DeepMLP
@@ -255,7 +256,7 @@ class _Kinks:
 
     def normal(self, J, slots, v):
         """``Jᵀ(JJᵀ)⁻¹J v``: the part of `v` normal to the slotted surfaces (rows `J`)."""
-        return J.T @ jnp.linalg.solve(self.gram(J, slots), J @ v)
+        return J.T @ solve_without_pivoting(self.gram(J, slots), J @ v)
 
     def info(self, u, pattern, slots):
         """``(num, d, θ̇)`` at `u`: per slot the Filippov weight ``α_k = num_k / d_k`` of its
@@ -275,7 +276,7 @@ class _Kinks:
         g, delta = self.grad(u, mask)
         f = -g
         _, J = self.rows(u, mask, slots)
-        num = jnp.linalg.solve(self.gram(J, slots), J @ f)
+        num = solve_without_pivoting(self.gram(J, slots), J @ f)
         field = f - J.T @ num
         if self.exact_jumps:
             return num, jnp.where(slots >= 0, delta[jnp.maximum(slots, 0)], 0), field
@@ -348,7 +349,7 @@ class _Kinks:
             for _ in range(iterations):
                 s, J = self.rows(u, mask, slots)
                 r = jnp.where(slots >= 0, s[jnp.maximum(slots, 0)], 0)
-                u = u - J.T @ jnp.linalg.solve(self.gram(J, slots), r)
+                u = u - J.T @ solve_without_pivoting(self.gram(J, slots), r)
             return u
 
         return jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), newton, lambda u: u, u)

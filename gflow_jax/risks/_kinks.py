@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from .._linalg import solve_without_pivoting
 from ..models.base import AbstractModel
 from ..models.deep import DeepMLP
 from ..models.implicit import ImplicitReLU
@@ -111,7 +112,7 @@ def implicit_pattern_equilibrium(
         phi = mask[:, width:] * pre_in + c[:, width:]
     gA = model.gamma * model.A
     system = jnp.eye(width, dtype=gA.dtype)[None] - d[:, :, None] * gA[None]
-    z = jnp.linalg.solve(system, (d * phi + c[:, :width])[..., None])[..., 0]
+    z = solve_without_pivoting(system, d * phi + c[:, :width])
     p = z @ gA.T + phi
     if model.input_map == "relu":
         p = jnp.concatenate([p, pre_in], axis=-1)
@@ -141,6 +142,31 @@ def pattern_switching_functions(
     if isinstance(model, ImplicitReLU):
         return implicit_pattern_equilibrium(model, x, mask)[1]
     return model.switching_functions(x)
+
+
+def scaled_switching_functions(
+    model: PyTree, x: Float[Array, "n d"], mask: Float[Array, "n s"]
+) -> Float[Array, "n s"]:
+    """:func:`pattern_switching_functions` divided by each switching function's scale
+    (``switching_scales``, as in :func:`switching_margin`; a scale of 0 counts as 1): the
+    signed, rescaling-invariant distance of each point to its kink. An
+    :class:`~gflow_jax.ImplicitReLU` has no natural scale and keeps the raw values.
+
+    **Arguments:**
+
+    - `model`: see :func:`has_pattern_forward`.
+    - `x`: inputs ``(n, d_in)``.
+    - `mask`: ``(n, s)`` 0/1 pattern.
+
+    **Returns:**
+
+    ``(n, s)``.
+    """
+    s = pattern_switching_functions(model, x, mask)
+    if isinstance(model, ImplicitReLU):
+        return s
+    scale = model.switching_scales()[None, :]
+    return s / jnp.where(scale > 0, scale, 1)
 
 
 def masked_outputs(
