@@ -10,7 +10,7 @@ import gflow_jax as gf
 ROOT = pathlib.Path(gf.__file__).parent
 # lower layers first; a module may import only from its own layer or below
 LAYERS = [
-    {"_numerics", "_defaults", "_checks", "_storage"},
+    {"_numerics", "_linalg", "_defaults", "_checks", "_storage"},
     {"models"},
     {"risks"},
     {"outcomes", "limits", "statistics"},
