@@ -81,6 +81,7 @@ from ..risks._kinks import (
     has_pattern_forward,
     implicit_pattern_equilibrium,
     masked_outputs,
+    pattern_forward,
     pattern_switching_functions,
 )
 from ..risks.empirical import EmpiricalRisk
@@ -93,6 +94,9 @@ from .trajectory import Trajectory
 
 _SAFETY, _FACTOR_MIN, _FACTOR_MAX = 0.9, 0.2, 10.0
 _BETA1, _BETA2 = 0.7, 0.4  # PI controller exponents (times 1/(order + 1))
+# an event is located once the state moves by at most this much across the bracket, in
+# the step control's error norm (1 = the tolerance)
+_EVENT_TOL = 1e-3
 
 
 class KinkStats(eqx.Module):
@@ -126,7 +130,9 @@ class PiecewiseInner(eqx.Module):
     point), `slots` the sliding surfaces (flat indices, ``-1`` = empty), `f0` the field
     at ``(t, θ)`` in the current mode (first same as last), `dt` the next step,
     `err_prev` the last accepted error norm (PI control), `save_index` the next save time,
-    `stiff_vector` the power iteration's warm start for the stiffness test.
+    `stiff_vector` the power iteration's warm start for the stiffness test, `margins` the
+    sliding surfaces' event functions at ``(t, θ)`` (``_Kinks.slot_margins``; ``inf`` for
+    empty slots).
     """
 
     pattern: Bool[Array, " m"]
@@ -139,6 +145,7 @@ class PiecewiseInner(eqx.Module):
     num_slides: Int[Array, ""]
     sliding_time: Float[Array, ""]
     stiff_vector: Float[Array, " p"]
+    margins: Float[Array, " k"]
 
 
 def applies(model: PyTree, risk) -> bool:
@@ -243,12 +250,28 @@ class _Kinks:
         idx = jnp.where(slots >= 0, slots, self.m)
         return jnp.zeros(self.m, bool).at[idx].set(True, mode="drop")
 
+    def _point_terms(self, u, row, i):
+        """``(ω_i ‖N_P(x_i) − y_i‖², s_i)``: point `i`'s risk term and switching functions
+        with its pattern row `row` frozen (one point's forward pass)."""
+        out, s = pattern_forward(self.model(u), self.x[i][None], row[None])
+        r = out[0] - self.y[i]
+        return self.w[i] * jnp.sum(r * r), s[0]
+
     def rows(self, u, mask, slots):
-        """``s(u)`` (pattern `mask`) and the rows ``∇s_k`` of the slotted surfaces (zero
-        rows for empty slots)."""
-        s, vjp = jax.vjp(lambda u: self.switch(u, mask), u)
-        onehot = (jnp.arange(self.m)[None, :] == slots[:, None]).astype(self.dtype)
-        return s, jax.vmap(lambda c: vjp(c)[0])(onehot)
+        """The values ``s_k(u)`` (pattern `mask`) and the rows ``∇s_k`` of the slotted
+        surfaces (zeros for empty slots). Each row is the gradient of one point's
+        switching function, through that point's forward pass only."""
+        n_sw = self.shape[1]
+        mask = mask.reshape(self.shape)
+
+        def row(slot):
+            k = jnp.maximum(slot, 0)
+            i, j = k // n_sw, k % n_sw
+            value, grad = jax.value_and_grad(lambda u: self._point_terms(u, mask[i], i)[1][j])(u)
+            valid = slot >= 0
+            return jnp.where(valid, value, 0), jnp.where(valid, grad, 0)
+
+        return jax.vmap(row)(slots)
 
     @staticmethod
     def gram(J, slots):
@@ -281,17 +304,33 @@ class _Kinks:
         if self.exact_jumps:
             return num, jnp.where(slots >= 0, delta[jnp.maximum(slots, 0)], 0), field
 
+        n_sw = self.shape[1]
+        rows = mask.reshape(self.shape)
+
         def vertices(index):
+            # switching unit k = (i, j) on changes point i's terms only: its risk term and
+            # the rows of the other slots on point i (one forward pass of point i, one
+            # backward pass per cotangent)
             slot = slots[index]
-            n = J[index]
+            k = jnp.maximum(slot, 0)
+            i, j = k // n_sw, k % n_sw
+            valid = slot >= 0
             others = slots.at[index].set(-1)
-            on = mask.at[jnp.where(slot >= 0, slot, self.m)].set(1, mode="drop")
+            on_row = rows[i].at[j].set(jnp.where(valid, 1, rows[i, j]))
+            g_off = jax.grad(lambda u: self._point_terms(u, rows[i], i)[0])(u)
+            (risk_on, s_on), pull = jax.vjp(lambda u: self._point_terms(u, on_row, i), u)
+            g_on = pull((jnp.ones_like(risk_on), jnp.zeros_like(s_on)))[0]
+            same = (others >= 0) & (others // n_sw == i)
+            picks = (jnp.arange(n_sw)[None, :] == (others % n_sw)[:, None]) & same[:, None]
+            J_same = jax.vmap(lambda c: pull((jnp.zeros_like(risk_on), c))[0])(
+                picks.astype(self.dtype)
+            )
+            J_on = jnp.where(same[:, None], J_same, J).at[index].set(0)
             J_off = J.at[index].set(0)
-            J_on = self.rows(u, on, others)[1]
-            f_on = -self.grad(u, on)[0]
+            f_on = f + g_off - g_on
+            n = J[index]
             rate_off = n @ (f - self.normal(J_off, others, f))
             rate_on = n @ (f_on - self.normal(J_on, others, f_on))
-            valid = slot >= 0
             return jnp.where(valid, rate_off, 0), jnp.where(valid, rate_off - rate_on, 0)
 
         num, d = jax.vmap(vertices)(jnp.arange(slots.shape[0]))
@@ -324,21 +363,30 @@ class _Kinks:
         u = jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), tangent, lambda u: u, u)
         return self.field(u, pattern, slots)
 
-    def events(self, u, pattern, slots):
-        """Event functions, ``≥ 0`` while the mode holds: ``±s_k`` (sign of ``P_k``) for
-        surfaces not slid on (``inf`` for weight-0 points), then ``min(num_k, d_k − num_k)``
-        (:meth:`info`; ``min(α_k, 1 − α_k)·d_k``) per slot (``inf`` for empty slots)."""
+    def surface_events(self, u, pattern, slots):
+        """``±s_k`` (sign of ``P_k``) for the surfaces not slid on (``inf`` for slotted
+        surfaces and weight-0 points): ``≥ 0`` while no surface is crossed."""
         s = self.switch(u, self.mask(pattern, slots))
         free = self.valid & ~self.in_slots(slots)
-        e_s = jnp.where(free, jnp.where(pattern, s, -s), jnp.inf)
+        return jnp.where(free, jnp.where(pattern, s, -s), jnp.inf)
+
+    def slot_margins(self, u, pattern, slots):
+        """``min(num_k, d_k − num_k)`` (:meth:`info`; ``min(α_k, 1 − α_k)·d_k``) per slot,
+        ``inf`` for empty slots: ``≥ 0`` while every sliding surface stays consistent."""
 
         def margins(u):
             num, d, _ = self.info(u, pattern, slots)
             return jnp.where(slots >= 0, jnp.minimum(num, d - num), jnp.inf)
 
         inf = jnp.full(slots.shape, jnp.inf, self.dtype)
-        e_a = jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), margins, lambda u: inf, u)
-        return jnp.concatenate([e_s, e_a])
+        return jax.lax.cond(eqxi.unvmap_any(jnp.any(slots >= 0)), margins, lambda u: inf, u)
+
+    def events(self, u, pattern, slots):
+        """Event functions, ``≥ 0`` while the mode holds: :meth:`surface_events`, then
+        :meth:`slot_margins`."""
+        return jnp.concatenate(
+            [self.surface_events(u, pattern, slots), self.slot_margins(u, pattern, slots)]
+        )
 
     def project(self, u, pattern, slots, iterations: int = 2):
         """Newton projection of `u` onto ``{s_k = 0, k ∈ slots}`` (identity without slots;
@@ -347,8 +395,7 @@ class _Kinks:
         def newton(u):
             mask = self.mask(pattern, slots)
             for _ in range(iterations):
-                s, J = self.rows(u, mask, slots)
-                r = jnp.where(slots >= 0, s[jnp.maximum(slots, 0)], 0)
+                r, J = self.rows(u, mask, slots)
                 u = u - J.T @ solve_without_pivoting(self.gram(J, slots), r)
             return u
 
@@ -358,28 +405,30 @@ class _Kinks:
         """Active-set decision on the slotted surfaces: keep those whose Filippov weights
         are consistent (``0 ≤ α_k ≤ 1``, ``d_k > 0``: the surface attracts from both
         sides, :meth:`info`), release the worst violator to the side its field points to,
-        repeat. Returns ``(pattern, slots)``."""
+        repeat. Returns ``(pattern, slots, margins)``, the margins being
+        :meth:`slot_margins` of the decided mode at `u` (from the last test)."""
         k_max = slots.shape[0]
+        inf = jnp.full(slots.shape, jnp.inf, self.dtype)
 
         def cond(c):
-            _, slots, done, it = c
+            _, slots, _, done, it = c
             return ~done & jnp.any(slots >= 0) & (it <= k_max)
 
         def body(c):
-            pattern, slots, _, it = c
+            pattern, slots, _, _, it = c
             num, d, _ = self.info(u, pattern, slots)
-            v = jnp.where(slots >= 0, -jnp.minimum(num, d - num), -jnp.inf)
-            worst = jnp.argmax(v)
-            bad = v[worst] > 0
+            margins = jnp.where(slots >= 0, jnp.minimum(num, d - num), jnp.inf)
+            worst = jnp.argmin(margins)
+            bad = margins[worst] < 0
             k = jnp.maximum(slots[worst], 0)
             side = num[worst] > jnp.maximum(d[worst], 0)
             pattern = jnp.where(bad, pattern.at[k].set(side), pattern)
             slots = jnp.where(bad, slots.at[worst].set(-1), slots)
-            return pattern, slots, ~bad, it + 1
+            return pattern, slots, jnp.where(bad, inf, margins), ~bad, it + 1
 
-        init = (pattern, slots, jnp.asarray(False), jnp.asarray(0))
-        pattern, slots, _, _ = jax.lax.while_loop(cond, body, init)
-        return pattern, slots
+        init = (pattern, slots, inf, jnp.asarray(False), jnp.asarray(0))
+        pattern, slots, margins, _, _ = jax.lax.while_loop(cond, body, init)
+        return pattern, slots, margins
 
 
 def _merge_slots(slots, new_mask, m: int):
@@ -608,7 +657,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
         pattern = s > 0
         empty = jnp.full((self.max_sliding,), -1, jnp.int32)
         slots, _ = _merge_slots(empty, kinks.valid & (s == 0), kinks.m)
-        pattern, slots = kinks.resolve(u0, pattern, slots)
+        pattern, slots, margins = kinks.resolve(u0, pattern, slots)
         f0 = kinks.field(u0, pattern, slots)
         state = initial_state(problem, params, None)
         index, saved, path = self._save(
@@ -633,6 +682,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
             num_slides=jnp.sum(slots >= 0).astype(jnp.int32),
             sliding_time=jnp.zeros((), kinks.dtype),
             stiff_vector=fixed_unit_vector(u0.size, kinks.dtype),
+            margins=margins,
         )
         code = self._code(kinks, u0, f0)
         return eqx.tree_at(
@@ -642,10 +692,12 @@ class PiecewiseGradientFlow(AbstractDynamics):
             is_leaf=lambda x: x is None,
         )
 
-    def _locate(self, kinks, pattern, slots, interp, t0, t1, e0, e1, thr, active):
+    def _locate(self, kinks, pattern, slots, interp, t0, t1, u0, u1, e0, e1, thr, active):
         """The earliest event in ``(t0, t1]``: Illinois regula falsi on the event function
         with the earliest linearly-interpolated zero among those violated at the bracket's
-        right end, re-targeted whenever another one is violated first. Returns
+        right end, re-targeted whenever another one is violated first, until the state
+        moves by at most ``_EVENT_TOL`` (in the error norm of the step control, where 1
+        is the tolerance) across the bracket, or the bracket is 4 ulps wide. Returns
         ``(t_event, violated)``: the right end of the final bracket (every violated
         function has crossed there) and the mask of the violated functions."""
         dtype = kinks.dtype
@@ -657,18 +709,21 @@ class PiecewiseGradientFlow(AbstractDynamics):
             return jnp.argmin(frac)
 
         def cond(c):
-            a, b, ea, eb, c_idx, last, sa, sb, it = c
+            a, b, ea, eb, c_idx, last, sa, sb, it, ua, ub = c
             wide = b - a > 4 * eps * jnp.maximum(jnp.abs(b), jnp.finfo(dtype).tiny)
-            return active & wide & (it < self.event_iterations)
+            scale = self.atol + self.rtol * jnp.maximum(jnp.abs(ua), jnp.abs(ub))
+            moves = jnp.sqrt(jnp.mean(((ub - ua) / scale) ** 2)) > _EVENT_TOL
+            return active & wide & moves & (it < self.event_iterations)
 
         def body(c):
-            a, b, ea, eb, c_idx, last, sa, sb, it = c
+            a, b, ea, eb, c_idx, last, sa, sb, it, ua, ub = c
             fa = (ea[c_idx] - thr[c_idx]) * sa
             fb = (eb[c_idx] - thr[c_idx]) * sb
             tau = (a * fb - b * fa) / (fb - fa)
             bad = ~((tau > a) & (tau < b)) | ~jnp.isfinite(tau)
             tau = jnp.where(bad, 0.5 * (a + b), tau)
-            e = kinks.events(interp.evaluate(tau), pattern, slots)
+            u = interp.evaluate(tau)
+            e = kinks.events(u, pattern, slots)
             hit = jnp.any(e - thr < 0)
             new_c = jnp.where(hit, pick(ea, e), c_idx)
             same = new_c == c_idx
@@ -679,11 +734,12 @@ class PiecewiseGradientFlow(AbstractDynamics):
             sb = jnp.where(hit, 1.0, jnp.where(last == -1, 0.5 * sb, sb))
             a, ea = jnp.where(hit, a, tau), jnp.where(hit, ea, e)
             b, eb = jnp.where(hit, tau, b), jnp.where(hit, e, eb)
-            return a, b, ea, eb, new_c, jnp.where(hit, 1, -1), sa, sb, it + 1
+            ua, ub = jnp.where(hit, ua, u), jnp.where(hit, u, ub)
+            return a, b, ea, eb, new_c, jnp.where(hit, 1, -1), sa, sb, it + 1, ua, ub
 
         one = jnp.ones((), dtype)
-        c = (t0, t1, e0, e1, pick(e0, e1), jnp.asarray(0), one, one, jnp.asarray(0))
-        _, b, _, eb, _, _, _, _, _ = jax.lax.while_loop(cond, body, c)
+        c = (t0, t1, e0, e1, pick(e0, e1), jnp.asarray(0), one, one, jnp.asarray(0), u0, u1)
+        _, b, _, eb, _, _, _, _, _, _, _ = jax.lax.while_loop(cond, body, c)
         return b, eb - thr < 0
 
     def advance(self, problem: Problem, state: State, max_steps: int, phase: int) -> State:
@@ -766,7 +822,9 @@ class PiecewiseGradientFlow(AbstractDynamics):
             interp = solver.interpolation_cls(t0=t, t1=t_end, **dense)
 
             # events
-            e0 = kinks.events(u, pattern, slots)
+            # the sliding surfaces' margins at the step's start were computed when its mode
+            # was decided (or at the end of the previous step): only the s_k are new
+            e0 = jnp.concatenate([kinks.surface_events(u, pattern, slots), inner.margins])
             e1 = kinks.events(u1, pattern, slots)
             # an event is a sign change beyond rounding: a state on a surface it does not
             # slide on (a dead unit, ``s_k = 0`` with a tangent field) must not "cross" it
@@ -777,7 +835,18 @@ class PiecewiseGradientFlow(AbstractDynamics):
             thr = jnp.minimum(e0, 0) - tol
             event = accept & jnp.any(e1 - thr < 0)
             t_ev, hit = self._locate(
-                kinks, pattern, slots, interp, t, t_end, e0, jnp.where(event, e1, e0), thr, event
+                kinks,
+                pattern,
+                slots,
+                interp,
+                t,
+                t_end,
+                u,
+                u1,
+                e0,
+                jnp.where(event, e1, e0),
+                thr,
+                event,
             )
             t_new = jnp.where(event, t_ev, t_end)
             u_new = jnp.where(event, interp.evaluate(t_ev), u1)
@@ -786,7 +855,17 @@ class PiecewiseGradientFlow(AbstractDynamics):
             crossing = hit[: kinks.m] & event
             new_slots, overflow = _merge_slots(slots, crossing, kinks.m)
             flipped = jnp.where(overflow, ~pattern, pattern)
-            new_pattern, new_slots = kinks.resolve(u_new, flipped, new_slots)
+
+            def decide(u):  # without an event the mode holds (every margin is >= thr)
+                return kinks.resolve(u, flipped, new_slots)
+
+            def hold(u):
+                return pattern, slots, e1[kinks.m :]
+
+            decided = jax.lax.cond(eqxi.unvmap_any(event), decide, hold, u_new)
+            new_pattern, new_slots, margins = jtu.tree_map(
+                lambda a, b: jnp.where(event, a, b), decided, hold(u_new)
+            )
             # A surface that was crossed but that the (first-order) decision sends back to
             # its old side is grazed: the flow did cross it, so cross (no zero-length
             # event loop; a true return is then the next step's crossing).
@@ -845,6 +924,7 @@ class PiecewiseGradientFlow(AbstractDynamics):
                 num_slides=inner.num_slides + jnp.where(accept, entered, 0).astype(jnp.int32),
                 sliding_time=inner.sliding_time + jnp.where(accept & slid, t_new - t, 0),
                 stiff_vector=inner.stiff_vector,
+                margins=jnp.where(accept, margins, inner.margins),
             )
             new = State(
                 t=jnp.where(accept, t_new, t),

@@ -206,9 +206,7 @@ def masked_outputs(
         out = h @ model.v.T
         return out if model.c is None else out + model.c[None, :]
     if isinstance(model, ImplicitReLU):
-        z, _ = implicit_pattern_equilibrium(model, x, mask, shift)
-        out = z @ model.u.T
-        return out if model.c is None else out + model.c[None, :]
+        return _implicit_readout(model, implicit_pattern_equilibrium(model, x, mask, shift)[0])
     if not has_pattern_forward(model):
         raise TypeError(
             "masked_outputs needs a ShallowReLU, a ReLU DeepMLP or an ImplicitReLU, got "
@@ -226,3 +224,32 @@ def masked_outputs(
         start += width
     out = model.multipliers[-1] * (h @ model.v.T)
     return out if model.c is None else out + model.c
+
+
+def _implicit_readout(model: ImplicitReLU, z: Float[Array, "n m"]) -> Float[Array, "n d_out"]:
+    """The outputs ``u z + c`` of an implicit network at its equilibria `z`."""
+    out = z @ model.u.T
+    return out if model.c is None else out + model.c[None, :]
+
+
+def pattern_forward(
+    model: PyTree, x: Float[Array, "n d"], mask: Float[Array, "n s"]
+) -> tuple[Float[Array, "n d_out"], Float[Array, "n s"]]:
+    """``(masked_outputs(model, x, mask), pattern_switching_functions(model, x, mask))``
+    from one forward pass (one frozen-pattern equilibrium solve per point for an
+    :class:`~gflow_jax.ImplicitReLU`).
+
+    **Arguments:**
+
+    - `model`: see :func:`has_pattern_forward`.
+    - `x`: inputs ``(n, d_in)``.
+    - `mask`: ``(n, s)`` 0/1 pattern.
+
+    **Returns:**
+
+    The outputs ``(n, d_out)`` and the switching functions ``(n, s)``.
+    """
+    if isinstance(model, ImplicitReLU):
+        z, p = implicit_pattern_equilibrium(model, x, mask)
+        return _implicit_readout(model, z), p
+    return masked_outputs(model, x, mask), model.switching_functions(x)
