@@ -227,10 +227,11 @@ def _cell(
         # NOTE for the lead: force_dtmin=True makes the controller accept any step at
         # dtmin, i.e. it gives up error control there (kinks of the ReLU field are
         # stepped over with an uncontrolled local error). The kink-aware
-        # PiecewiseGradientFlow(tail="explicit") keeps error control and finishes every
-        # member, but its m = 32 cells are too slow for the presets (laptop: the
-        # γ = 0.5 cell 8 min, the γ = 0.9 cell unfinished after 19 min, against 13 min
-        # for the whole preset here; docs/kinks.md), so the study keeps this controller.
+        # PiecewiseGradientFlow(tail="explicit") keeps error control, but on the laptop
+        # preset its m = 8, γ = 0.9 cell takes 47 s (19 s here) and its m = 32, γ = 0.9
+        # cell was unfinished after 20 min (37 s here): three of its members cross a
+        # switching surface at nearly every step (8 points × 32 units), and each
+        # crossing ends a step (docs/kinks.md), so the study keeps this controller.
         controller = diffrax.PIDController(
             rtol=config.rtol, atol=config.atol, dtmin=dtmin, force_dtmin=True
         )
