@@ -841,3 +841,54 @@ def test_quadrature_population_risk_is_the_weighted_sum_over_its_nodes():
     from gflow_jax.dynamics.integrate import default_dynamics
 
     assert type(default_dynamics(model, quadrature)) is gf.GradientFlow
+
+
+def test_one_point_rows_and_vertex_test_equal_the_whole_network_ones():
+    """`_Kinks.rows` and the implicit vertex test of `_Kinks.info` differentiate one point's
+    forward pass only; they equal the same quantities computed through the whole network
+    (the Jacobian of all switching functions, the full frozen-pattern gradients) with two
+    sliding surfaces on one point and one on another."""
+    from gflow_jax.dynamics.integrate import make_problem
+    from gflow_jax.dynamics.piecewise import _Kinks
+
+    model, risk = implicit_problem()
+    params, static = partition(model)
+    _, problem = make_problem(FORCED, jnp.float64, risk, static, 1.0, 4, None, False)
+    kinks = _Kinks(problem, params)
+    u = jax.flatten_util.ravel_pytree(params)[0]
+    s0 = np.asarray(kinks.model(u).switching_functions(risk.x))
+    n_sw = s0.shape[1]
+    slots = jnp.array([1 * n_sw + 0, 1 * n_sw + 2, 3 * n_sw + 4, -1])
+    pattern = jnp.asarray(s0.reshape(-1) > 0)
+    mask = kinks.mask(pattern, slots)
+    values, rows = kinks.rows(u, mask, slots)
+    jac = np.asarray(jax.jacrev(lambda u: kinks.switch(u, mask))(u))
+    s = np.asarray(kinks.switch(u, mask))
+    idx = np.asarray(slots[:3])
+    np.testing.assert_allclose(np.asarray(rows[:3]), jac[idx], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(values[:3]), s[idx], rtol=1e-12)
+    assert not np.any(np.asarray(rows[3])) and float(values[3]) == 0.0
+
+    # the vertex test through the whole network
+    f = -np.asarray(kinks.grad(u, mask)[0])
+
+    def normal(J, v):
+        G = J @ J.T
+        keep = np.linalg.norm(J, axis=1) > 0
+        Jk = J[keep]
+        return Jk.T @ np.linalg.solve(G[np.ix_(keep, keep)], Jk @ v)
+
+    num, d, _ = kinks.info(u, pattern, slots)
+    for index in range(3):
+        k = int(slots[index])
+        on = mask.at[k].set(1.0)
+        others = [int(o) for o in np.asarray(slots) if o >= 0 and o != k]
+        J_off = jac[others]
+        J_on = np.asarray(jax.jacrev(kinks.switch)(u, on))[others]
+        f_on = -np.asarray(kinks.grad(u, on)[0])
+        n = jac[k]
+        rate_off = n @ (f - normal(J_off, f))
+        rate_on = n @ (f_on - normal(J_on, f_on))
+        np.testing.assert_allclose(float(num[index]), rate_off, rtol=1e-9)
+        np.testing.assert_allclose(float(d[index]), rate_off - rate_on, rtol=1e-9)
+    assert float(num[3]) == 0.0 and float(d[3]) == 0.0
