@@ -166,6 +166,12 @@ def applies(model: PyTree, risk) -> bool:
     return isinstance(risk, (EmpiricalRisk, PopulationRisk)) and has_pattern_forward(model)
 
 
+def _weighted_squared_error(out, y, w) -> Float[Array, ""]:
+    """``Σ_i ω_i ‖out_i − y_i‖²`` for outputs and targets ``(n, d_out)``, weights ``(n,)``."""
+    r = out - y
+    return jnp.sum(w * jnp.sum(r * r, axis=-1))
+
+
 def _slot_mask(slots: Int[Array, " k"], m: int) -> Bool[Array, " m"]:
     """The flat indices held by `slots` (``-1`` = empty) as a mask of length `m`."""
     return jnp.zeros(m, bool).at[jnp.where(slots >= 0, slots, m)].set(True, mode="drop")
@@ -235,8 +241,7 @@ class _Kinks:
         out = masked_outputs(
             self.model(u), self.x, mask.reshape(self.shape), shift.reshape(self.shape)
         )
-        r = out - self.y
-        return jnp.sum(self.w * jnp.sum(r * r, axis=-1))
+        return _weighted_squared_error(out, self.y, self.w)
 
     def grad(self, u, mask):
         """``(∇L_mask(u), δ)`` with ``δ = ∂L/∂h`` per hidden unit and point."""
@@ -254,8 +259,7 @@ class _Kinks:
         """``(ω_i ‖N_P(x_i) − y_i‖², s_i)``: point `i`'s risk term and switching functions
         with its pattern row `row` frozen (one point's forward pass)."""
         out, s = pattern_forward(self.model(u), self.x[i][None], row[None])
-        r = out[0] - self.y[i]
-        return self.w[i] * jnp.sum(r * r), s[0]
+        return _weighted_squared_error(out, self.y[i][None], self.w[i][None]), s[0]
 
     def rows(self, u, mask, slots):
         """The values ``s_k(u)`` (pattern `mask`) and the rows ``∇s_k`` of the slotted
