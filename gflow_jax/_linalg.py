@@ -23,45 +23,70 @@ from jaxtyping import Array, Float
 _UNROLL_MAX = 16
 
 
-def _eliminate(a: Float[Array, "n n"], b: Float[Array, " n"]) -> Float[Array, " n"]:
-    """``a⁻¹ b`` by Gaussian elimination without pivoting, then back substitution."""
+def _factor(a: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    """``A = LU`` by Gaussian elimination without pivoting, packed in one matrix: ``U`` on
+    and above the diagonal, the multipliers of the unit lower triangular ``L`` below."""
     n = a.shape[-1]
-    m = jnp.concatenate([a, b[:, None]], axis=-1)
-    unrolled = n <= _UNROLL_MAX
-    if unrolled:
+    if n <= _UNROLL_MAX:
+        m = a
         for k in range(n - 1):
             factors = m[k + 1 :, k] / m[k, k]
             m = m.at[k + 1 :, k + 1 :].add(-factors[:, None] * m[k, k + 1 :][None, :])
-    else:
-        rows, cols = jnp.arange(n), jnp.arange(n + 1)
+            m = m.at[k + 1 :, k].set(factors)
+        return m
+    rows = jnp.arange(n)
 
-        def eliminate(k, m):
-            factors = jnp.where(rows > k, m[:, k] / m[k, k], 0)
-            return m - factors[:, None] * jnp.where(cols > k, m[k], 0)[None, :]
+    def eliminate(k, m):
+        below = rows > k
+        factors = jnp.where(below, m[:, k] / m[k, k], 0)
+        right = jnp.where(below, m[k], 0)  # row k right of the diagonal (cols > k)
+        m = m - factors[:, None] * right[None, :]
+        return m.at[:, k].set(jnp.where(below, factors, m[:, k]))
 
-        m = jax.lax.fori_loop(0, n - 1, eliminate, m)
-    # entries below the diagonal are stale; back substitution reads u[k, j] x_j only
-    # for j > k (x_j = 0 for j < k while row k is solved)
-    u, y = m[:, :n], m[:, n]
+    return jax.lax.fori_loop(0, n - 1, eliminate, a)
 
-    def substitute(j, x):
+
+def _substitute(
+    lu: Float[Array, "n n"], b: Float[Array, " n"], transposed: bool
+) -> Float[Array, " n"]:
+    """``A⁻¹ b`` (or ``A⁻ᵀ b``) from the packed factors ``lu`` of :func:`_factor`: two
+    triangular sweeps, ``O(n²)``. Each sweep solves component ``k`` from the already
+    solved ones, which are the only nonzero entries of ``x`` then, so a whole row (or
+    column) of ``lu`` can be dotted with ``x``."""
+    n = lu.shape[-1]
+    unroll = n <= _UNROLL_MAX or 1
+    diag = jnp.diagonal(lu)
+    first, second = (lu.T, lu.T) if transposed else (lu, lu)
+    # A = LU: L y = b (forward, unit diagonal), then U x = y (backward);
+    # Aᵀ = UᵀLᵀ: Uᵀ y = b (forward), then Lᵀ x = y (backward, unit diagonal)
+    first_diag = diag if transposed else jnp.ones_like(diag)
+    second_diag = jnp.ones_like(diag) if transposed else diag
+
+    def forward(k, y):
+        return y.at[k].set((b[k] - first[k] @ y) / first_diag[k])
+
+    y = jax.lax.fori_loop(0, n, forward, jnp.zeros_like(b), unroll=unroll)
+
+    def backward(j, x):
         k = n - 1 - j
-        return x.at[k].set((y[k] - u[k] @ x) / u[k, k])
+        return x.at[k].set((y[k] - second[k] @ x) / second_diag[k])
 
-    return jax.lax.fori_loop(0, n, substitute, jnp.zeros_like(y), unroll=unrolled or 1)
+    return jax.lax.fori_loop(0, n, backward, jnp.zeros_like(y), unroll=unroll)
 
 
 def _solve_one(a: Float[Array, "n n"], b: Float[Array, " n"]) -> Float[Array, " n"]:
-    a_const = jax.lax.stop_gradient(a)
+    # factored once, outside the solves: under a vmap over right-hand sides only (the
+    # rows of a Jacobian pulled back through one system), the factorisation is not batched
+    lu = _factor(jax.lax.stop_gradient(a))
 
     def matvec(x):
         return a @ x
 
     def solve(_, rhs):
-        return _eliminate(a_const, rhs)
+        return _substitute(lu, rhs, transposed=False)
 
     def transpose_solve(_, rhs):
-        return _eliminate(a_const.T, rhs)
+        return _substitute(lu, rhs, transposed=True)
 
     return jax.lax.custom_linear_solve(matvec, b, solve, transpose_solve)
 
@@ -72,7 +97,9 @@ def solve_without_pivoting(
     """``A⁻¹ b`` for a batch of small square systems whose symmetric part is positive
     definite, in plain XLA operations (see the module note for why).
 
-    Gaussian elimination without pivoting, ``O(n³)`` per system. It is meant for
+    Gaussian elimination without pivoting, ``O(n³)`` per system (``O(n²)`` per further
+    right-hand side of the same system: the factors are shared, e.g. by the transposed
+    solves of a ``vmap`` of pull-backs). It is meant for
     ``A = S + K`` with ``S = ½(A + Aᵀ) ≻ 0`` (``K`` skew): then every leading block and
     every Schur complement has a positive definite symmetric part too, so no pivot
     vanishes, and the factors obey ``‖|L||U|‖ ≤ n(‖A‖₂ + ‖KS⁻¹K‖₂)`` (Golub & Van Loan,

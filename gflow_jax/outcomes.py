@@ -59,7 +59,10 @@ class SolverVerdict(enum.IntEnum):
     ``OK``: the solver did what was asked (a stop rule fired, ``t1`` was reached, or it
     is still running); ``MAX_STEPS``: the step budget ran out (an ``UNFINISHED``
     trajectory, not a failure); the others are failures and make the outcome
-    ``SOLVER_FAILED`` (unless the state had already diverged).
+    ``SOLVER_FAILED`` (unless the state had already diverged). ``MAX_SLIDING``
+    (:class:`gflow_jax.PiecewiseGradientFlow` only): more switching surfaces attract the
+    state at once than its ``max_sliding`` slots hold, so it would chatter across the
+    one left over (met at two consecutive events for want of a slot).
     """
 
     OK = 0
@@ -69,6 +72,7 @@ class SolverVerdict(enum.IntEnum):
     LINEAR_SOLVE_FAILED = 4
     NONFINITE = 5
     OTHER = 6
+    MAX_SLIDING = 7
 
     @property
     def failed(self) -> bool:

@@ -143,9 +143,10 @@ def test_config_validation():
 
 @pytest.mark.slow
 def test_flow_method_matches_gradient_descent(study):
-    """The gradient-flow variant (Tsit5, error control with a step floor) on the wide cell:
-    same members, same data; GD with η = 0.25/‖Z₀‖_F² is its Euler scheme, so the tail
-    rates agree up to O(η · rate)."""
+    """The gradient-flow variant (PiecewiseGradientFlow: error-controlled Tsit5 steps,
+    kinks located as events, no step floor) on the wide cell: same members, same data;
+    GD with η = 0.25/‖Z₀‖_F² is its Euler scheme, so the tail rates agree up to
+    O(η · rate). The flow reports no learning rate (`step` is NaN)."""
     config = dataclasses.replace(
         SMALL, ratios=(2.0,), seeds=2, method="flow", compact=False, chunk_size=2
     )
@@ -153,3 +154,4 @@ def test_flow_method_matches_gradient_descent(study):
     gd = study.sel(N=6, ratio=2.0, gamma=0.5, member=[0, 1])
     assert np.all(flow["outcome"].values == int(Outcome.CONVERGED))
     np.testing.assert_allclose(flow["tail_rate"].values, gd["tail_rate"].values, rtol=0.1)
+    assert np.all(flow["verdict"].values == 0) and np.isnan(float(flow["step"]))

@@ -718,6 +718,35 @@ def test_implicit_limit_analysis(implicit_flow):
                                   (s > 0)[off_surface])  # fmt: skip
 
 
+def test_more_sliding_surfaces_than_slots_is_a_failure_not_a_spent_budget():
+    """Two copies of the sliding neuron (output weights ½ each, biases −1.8 and −1.85)
+    reach their kinks of x₁ = 1 one after the other and slide on both. With two slots
+    the flow slides on both to t1; with one, the second surface is crossed for want of
+    a slot, met again at the next event (it attracts from both sides), and the member
+    stops at once as SOLVER_FAILED with verdict MAX_SLIDING instead of chattering
+    through its step budget (UNFINISHED, MAX_STEPS)."""
+    model = gf.ShallowReLU.from_flat(jnp.array([1.6, 1.6, -1.8, -1.85, 0.5, 0.5, 0.0]), 1, 2,
+                                     frozen=("v", "c"))  # fmt: skip
+    risk = sliding_problem()[1]
+    outcomes = {}
+    for slots in (2, 1):
+        dynamics = gf.PiecewiseGradientFlow(rtol=1e-10, atol=1e-12, max_sliding=slots,
+                                            max_steps=5000)  # fmt: skip
+        traj = gf.integrate(model, risk, 20.0, dynamics, n_save=8, limits=None, throw=False)
+        outcomes[slots] = traj
+    both = outcomes[2]
+    assert both.outcome_name == "UNFINISHED" and float(both.t_stop) == 20.0
+    assert int(both.kinks.num_sliding) == 2 and int(both.kinks.num_crossings) == 0
+    assert int(both.num_steps) < 200
+    one = outcomes[1]
+    assert one.outcome_name == "SOLVER_FAILED"
+    assert gf.SolverVerdict(int(one.verdict)) == gf.SolverVerdict.MAX_SLIDING
+    assert int(one.num_steps) < 50 and float(one.t_stop) < 1.0
+    assert int(one.kinks.num_sliding) == 1 and int(one.kinks.num_crossings) == 2
+    with pytest.raises(RuntimeError, match=r"MAX_SLIDING.*max_sliding"):
+        gf.integrate(model, risk, 20.0, dynamics, n_save=8, limits=None)
+
+
 def test_implicit_junction_of_three_surfaces_of_one_point_does_not_chatter():
     """Member 4 of the implicit-width study's `laptop` cell N = 8, m = 4, γ = 0.5 slides on
     two surfaces (units 0 of point 0 and 3 of point 1) and meets a third (unit 1 of

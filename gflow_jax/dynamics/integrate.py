@@ -193,10 +193,19 @@ def _integrate(dynamics, problem, params, limits) -> Trajectory:
 
 _FAILED = tuple(v for v in SolverVerdict if v.failed)
 _SOLVER_FAILED = (
-    "integrate: the ODE solver failed ({}) before any stop rule or t1 was reached. Loosen "
-    "the controller's rtol/atol, use a solver suited to stiff flows, or pass throw=False "
-    "to get a SOLVER_FAILED outcome with this verdict instead."
+    "integrate: the ODE solver failed ({}) before any stop rule or t1 was reached. {} Or "
+    "pass throw=False to get a SOLVER_FAILED outcome with this verdict instead."
 )
+_REMEDY = {
+    SolverVerdict.MAX_SLIDING: "Raise PiecewiseGradientFlow(max_sliding=...).",
+}
+_DEFAULT_REMEDY = "Loosen the controller's rtol/atol, or use a solver suited to stiff flows."
+
+
+def _failure_message(verdict: SolverVerdict) -> str:
+    return _SOLVER_FAILED.format(verdict.name, _REMEDY.get(verdict, _DEFAULT_REMEDY))
+
+
 _NEGATIVE_RISK = (
     "integrate: risk(model) became negative (below -Stop.risk_tol). A risk must be "
     "non-negative (e.g. a sum of squares): this one is wrong or unbounded below, so the "
@@ -217,12 +226,12 @@ def _raise_on_failure(traj: Trajectory, risk_tol) -> Trajectory:
     negative = traj.final_risk < -risk_tol
     if isinstance(traj.t_stop, jax.core.Tracer):
         index = jnp.argmax(jnp.asarray([traj.verdict == v for v in _FAILED]))
-        messages = tuple(_SOLVER_FAILED.format(v.name) for v in _FAILED)
+        messages = tuple(_failure_message(v) for v in _FAILED)
         t_stop = eqx.branched_error_if(traj.t_stop, failed, index, messages)
         t_stop = eqx.error_if(t_stop, negative, _NEGATIVE_RISK)
         return eqx.tree_at(lambda t: t.t_stop, traj, t_stop)
     if bool(failed):
-        raise RuntimeError(_SOLVER_FAILED.format(SolverVerdict(int(traj.verdict)).name))
+        raise RuntimeError(_failure_message(SolverVerdict(int(traj.verdict))))
     if bool(negative):
         raise RuntimeError(_NEGATIVE_RISK)
     return traj

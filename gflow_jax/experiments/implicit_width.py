@@ -20,14 +20,14 @@ normalisation of Gao & Gao); all of ``A, W, u`` are trained.
 
 **Flow.** :func:`gflow_jax.run_ensemble` from ``seeds`` initialisations per cell
 (member ``k`` uses the same key in every cell: common random numbers). ReLU vector
-fields jump where a pre-activation crosses 0, and error-controlled steps stall there, so
-``method="flow"`` runs :class:`gflow_jax.GradientFlow` with Tsit5, the explicit solver
-only (``tail="explicit"``), and ``PIDController(rtol, atol, dtmin, force_dtmin=True)``:
-steps never shrink below ``dtmin = dt_scale / s`` with ``s`` = median over members of
-``‖Z₀‖_F² ≥ λ_max(Z₀ᵀZ₀)`` (the curvature of ``L`` in ``u``), i.e. kinks are stepped
-over with a small local error that is *not* controlled (the controller accepts any step
-at ``dtmin``). ``method="gd"`` runs :class:`gflow_jax.GradientDescent` with learning rate
-``lr_scale / s`` instead (its time axis is ``t = kη``).
+fields jump where a pre-activation of the equilibrium crosses 0, so ``method="flow"``
+runs :class:`gflow_jax.PiecewiseGradientFlow` (Tsit5 with error control ``rtol``,
+``atol``, the activation pattern frozen within a step, crossings located as events,
+Filippov sliding on up to ``max_sliding`` surfaces at once; the explicit solver only,
+``tail="explicit"``: a dense Hessian per step would cost more than the explicit steps
+here). ``method="gd"`` runs :class:`gflow_jax.GradientDescent` with learning rate
+``lr_scale / s`` instead, ``s`` = median over members of ``‖Z₀‖_F² ≥ λ_max(Z₀ᵀZ₀)`` (the
+curvature of ``L`` in ``u``; its time axis is ``t = kη``).
 
 **Per member**: outcome, tail rate (:func:`gflow_jax.certificates.tail_rate`: the slope
 of ``log L`` over the last three decades of decay), ``σ_min(Z₀)²/m = λ_min(Z₀Z₀ᵀ)/m``
@@ -49,7 +49,6 @@ import dataclasses
 import math
 import os
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -57,7 +56,7 @@ import numpy as np
 
 from .._numerics import finite_eigh
 from ..certificates.rates import tail_rate
-from ..dynamics import GradientDescent, GradientFlow
+from ..dynamics import GradientDescent, PiecewiseGradientFlow
 from ..engine import run_ensemble
 from ..models.implicit import ImplicitReLU
 from ..outcomes import Outcome, SolverVerdict, Stop
@@ -91,8 +90,10 @@ class ImplicitWidthConfig:
       (or GD) step budget; ``n_save``: saved points per trajectory (log-spaced over six
       decades of ``t``; dense, so the tail-rate fit has points in the last decades of
       decay wherever the flow converges);
-    - ``method``: ``"flow"`` or ``"gd"``; ``rtol``, ``atol``, ``dt_scale``: the flow's
-      step control (module docstring); ``lr_scale``: GD learning rate in units of
+    - ``method``: ``"flow"`` or ``"gd"``; ``rtol``, ``atol``: the flow's step control,
+      ``max_sliding``: how many switching surfaces it slides on at once (module
+      docstring; a member needing more fails with verdict ``MAX_SLIDING``);
+      ``lr_scale``: GD learning rate in units of
       ``1/‖Z₀‖_F²``; ``chunk_size``, ``compact``: ensemble pool size and scheduling
       (:func:`gflow_jax.run_ensemble`; ``compact=False`` compiles one pool
       shape only, best for tiny runs).
@@ -116,13 +117,13 @@ class ImplicitWidthConfig:
     method: str = "flow"
     rtol: float = 1e-6
     atol: float = 1e-9
-    dt_scale: float = 0.05
+    max_sliding: int = 16
     lr_scale: float = 0.25
     chunk_size: int = 64
     compact: bool = True
 
     def __post_init__(self):
-        for name in ("seeds", "d_in", "max_steps", "chunk_size"):
+        for name in ("seeds", "d_in", "max_steps", "chunk_size", "max_sliding"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")
@@ -140,7 +141,7 @@ class ImplicitWidthConfig:
                 raise ValueError(f"{name} must be a non-empty tuple without duplicates.")
             if any(not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0) for x in v):
                 raise ValueError(f"{name} must contain finite positive numbers, got {v!r}.")
-        for name in ("t1", "risk_tol", "grad_tol", "rtol", "atol", "dt_scale", "lr_scale"):
+        for name in ("t1", "risk_tol", "grad_tol", "rtol", "atol", "lr_scale"):
             v = getattr(self, name)
             if isinstance(v, bool) or not (
                 isinstance(v, (int, float)) and math.isfinite(v) and v > 0
@@ -223,25 +224,13 @@ def _cell(
     keys, lam, c0 = keys[part], lam[part], c0[part]
     stop = Stop(risk_tol=config.risk_tol, grad_tol=config.grad_tol)
     if config.method == "flow":
-        dtmin = config.dt_scale / scale
-        # NOTE for the lead: force_dtmin=True makes the controller accept any step at
-        # dtmin, i.e. it gives up error control there (kinks of the ReLU field are
-        # stepped over with an uncontrolled local error). The kink-aware
-        # PiecewiseGradientFlow(tail="explicit") keeps error control, but on the laptop
-        # preset its m = 8, γ = 0.9 cell takes 47 s (19 s here) and its m = 32, γ = 0.9
-        # cell was unfinished after 20 min (37 s here): three of its members cross a
-        # switching surface at nearly every step (8 points × 32 units), and each
-        # crossing ends a step (docs/kinks.md), so the study keeps this controller.
-        controller = diffrax.PIDController(
-            rtol=config.rtol, atol=config.atol, dtmin=dtmin, force_dtmin=True
-        )
-        # the explicit solver only, as before the stiff-tail phase existed
-        dynamics = GradientFlow(
-            controller=controller,
+        dynamics = PiecewiseGradientFlow(
+            rtol=config.rtol,
+            atol=config.atol,
             stop=stop,
-            tail="explicit",
-            dt0=dtmin,
             max_steps=config.max_steps,
+            max_sliding=config.max_sliding,
+            tail="explicit",
         )
         t_end = config.t1
     else:
@@ -277,7 +266,7 @@ def _cell(
         contraction_final=c1,
         num_steps=np.asarray(ens.num_steps),
         _t_end=t_end,
-        _step=config.dt_scale / scale if config.method == "flow" else config.lr_scale / scale,
+        _step=math.nan if config.method == "flow" else config.lr_scale / scale,
     )
 
 
@@ -309,7 +298,7 @@ def run(
     ``sigma_min_sq_over_m_median``, ``pl_ratio_median`` (``tail_rate / (2 σ_min(Z₀)²)``),
     ``contraction_final_median``,
     ``t_end`` (the horizon actually run: ``t1``, or ``steps · lr`` for GD) and
-    ``step`` (``dtmin`` or the GD learning rate). Coordinate ``width (N, ratio)``.
+    ``step`` (the GD learning rate; NaN for the flow). Coordinate ``width (N, ratio)``.
     Float64 if ``jax_enable_x64`` is on (recommended), else float32.
     """
     import xarray as xr
