@@ -477,8 +477,8 @@ class PiecewiseGradientFlow(AbstractDynamics):
     `stiffness_check_steps` of its own steps, the stiffness index ``h·λ_max`` of the
     current mode's field (``h`` the next step, :func:`gflow_jax.dynamics.tail.stiffness_index`)
     and, once it is ``≥ stiffness_threshold``, switches for good to a second phase that
-    takes :class:`gflow_jax.ExponentialTail` steps (exprb32: the exact flow of the field
-    linearised with the dense Hessian of ``L_P``, plus an order-3 correction) of the
+    takes :class:`gflow_jax.ExponentialTail` steps (exprb43: the exact flow of the field
+    linearised with the dense Hessian of ``L_P``, plus an order-4 correction) of the
     *same* piecewise system: the pattern stays frozen within a step, the event
     functions are checked at its end and the earliest event is located on the
     exponential step's dense output (the step ends there, the mode is decided as
