@@ -133,6 +133,7 @@ def test_config_validation():
         dict(seeds=0),
         dict(t1=float("inf")),
         dict(margin=1.0),
+        dict(max_sliding=0),
     ):
         with pytest.raises(ValueError):
             ImplicitWidthConfig(**bad)
